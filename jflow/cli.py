@@ -1,0 +1,102 @@
+"""`jflow-export`: the command line. Torch-side modules are imported inside the commands that need them,
+so the device-side commands run on a machine without torch."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from jflow import __version__
+from jflow.errors import JFlowError
+
+
+class _Group(click.Group):
+    """Turns jflow's input errors into one clear line and exit code 1, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (JFlowError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="jflow-export")
+def main():
+    """Compile DeepSeek JanusFlow-1.3B to ONNX / TensorRT and run it."""
+
+
+@main.command()
+@click.argument("out", type=click.Path())
+@click.option("--seed", default=0, show_default=True, help="Seed of the random weights.")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def tiny(out, seed, force):
+    """Write the tiny random-weight JanusFlow as a checkpoint folder in the official format."""
+    from jflow.modeling import write_tiny_checkpoint
+    path = write_tiny_checkpoint(out, seed=seed, overwrite=force)
+    click.echo(f"wrote tiny JanusFlow checkpoint to {path}")
+
+
+def _load_reference(model: str, vae: str | None, load_vae: bool):
+    from jflow.modeling import build_tiny, load_janusflow
+    if model == "tiny":
+        return build_tiny(seed=0, with_vae=load_vae)
+    started = time.perf_counter()
+    ref = load_janusflow(model, vae_path=vae, load_vae=load_vae)
+    click.echo(f"loaded {model} in {time.perf_counter() - started:.1f}s", err=True)
+    return ref
+
+
+@main.group(cls=_Group)
+def reference():
+    """Run the PyTorch reference (the oracle) directly, on the CPU."""
+
+
+MODEL_OPTION = click.option("--model", required=True, help="Checkpoint folder, or 'tiny' for the test model.")
+
+
+@reference.command("generate")
+@MODEL_OPTION
+@click.argument("prompt")
+@click.option("-o", "--out", default="out.png", show_default=True, help="PNG file (out-1.png, ... for -n > 1).")
+@click.option("--steps", default=30, show_default=True, type=int, help="Euler steps of the ODE.")
+@click.option("--cfg", "cfg_weight", default=2.0, show_default=True, type=float, help="Guidance weight.")
+@click.option("--seed", default=None, type=int, help="Seed of the starting noise (random if not given).")
+@click.option("-n", "count", default=1, show_default=True, type=click.IntRange(1), help="Images to make.")
+@click.option("--vae", default=None, help="SDXL VAE folder (default: MODEL/vae).")
+def reference_generate(model, prompt, out, steps, cfg_weight, seed, count, vae):
+    """Text to image with the reference model."""
+    from jflow.modeling.generation import check_generation_args
+    from jflow.runtime.image_io import save_images
+    check_generation_args(steps, cfg_weight)  # fail before loading a model
+    ref = _load_reference(model, vae, load_vae=True)
+    started = time.perf_counter()
+    with click.progressbar(length=steps, label="sampling", file=sys.stderr) as bar:
+        result = ref.generate([prompt] * count, steps=steps, cfg_weight=cfg_weight, seed=seed,
+                              progress=lambda done, total: bar.update(1))
+    for path in save_images(result.images, out):
+        click.echo(f"wrote {path}")
+    click.echo(f"{count} image(s), {steps} steps in {time.perf_counter() - started:.1f}s", err=True)
+
+
+@reference.command("chat")
+@MODEL_OPTION
+@click.option("--image", required=True, type=click.Path(), help="The picture to ask about.")
+@click.argument("question")
+@click.option("--max-new-tokens", default=512, show_default=True, type=int)
+@click.option("--temperature", default=0.0, show_default=True, type=float, help="0 is greedy.")
+@click.option("--top-p", default=1.0, show_default=True, type=float)
+@click.option("--seed", default=None, type=int, help="Seed for sampling.")
+def reference_chat(model, image, question, max_new_tokens, temperature, top_p, seed):
+    """Answer a question about an image with the reference model."""
+    from jflow.runtime.image_io import load_image
+    picture = load_image(image)  # fail before loading a model
+    ref = _load_reference(model, None, load_vae=False)
+    click.echo(ref.answer(picture, question, max_new_tokens=max_new_tokens, temperature=temperature,
+                          top_p=top_p, seed=seed))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Engine builds from an exported ONNX artifact: TensorRT plans and ORT-optimized graphs."""

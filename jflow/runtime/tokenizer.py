@@ -1,0 +1,129 @@
+"""JanusFlow tokenizer: the checkpoint's tokenizer.json plus the official processor's token rules.
+
+Built on the `tokenizers` library alone (no transformers) so it runs on a device.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tokenizers import AddedToken, Tokenizer
+
+from jflow.errors import ConfigError, InputError
+from jflow.runtime.processor_config import ProcessorSettings
+from jflow.runtime.prompts import generation_prompt, understanding_prompt
+
+TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+SPECIAL_TOKENS_FILE = "special_tokens_map.json"
+DEFAULT_BOS = "<｜begin▁of▁sentence｜>"
+DEFAULT_EOS = "<｜end▁of▁sentence｜>"
+PAD_TOKEN = "<｜▁pad▁｜>"
+
+
+class JanusFlowTokenizer:
+    def __init__(self, tokenizer: Tokenizer, settings: ProcessorSettings,
+                 bos_token: str = DEFAULT_BOS, eos_token: str = DEFAULT_EOS, add_bos: bool = True):
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.add_bos = add_bos
+        self.bos_token, self.eos_token = bos_token, eos_token
+        self._as_given = tokenizer.to_str()  # saved as given: the tags below are added at every load
+        # The official processor adds any tag the vocabulary lacks, in this order, each taking the
+        # next free id; the ids matter numerically (the end tag keeps its own embedding).
+        for tag in (settings.image_tag, settings.image_gen_tag, settings.image_start_tag, settings.image_end_tag):
+            if tokenizer.token_to_id(tag) is None:
+                tokenizer.add_special_tokens([AddedToken(tag, special=True, normalized=False)])
+        self.bos_id = self._required_id(bos_token, "bos_token")
+        self.eos_id = self._required_id(eos_token, "eos_token")
+        pad = tokenizer.token_to_id(PAD_TOKEN)
+        self.pad_id = self.eos_id if pad is None else pad
+        self.image_id = tokenizer.token_to_id(settings.image_tag)
+        self.image_start_id = tokenizer.token_to_id(settings.image_start_tag)
+        self.image_end_id = tokenizer.token_to_id(settings.image_end_tag)
+        self.image_gen_id = tokenizer.token_to_id(settings.image_gen_tag)
+
+    @classmethod
+    def from_dir(cls, folder: str | Path, settings: ProcessorSettings | None = None) -> "JanusFlowTokenizer":
+        folder = Path(folder)
+        path = folder / TOKENIZER_FILE
+        if not path.is_file():
+            raise ConfigError(f"{path} is missing; copy tokenizer.json from the original checkpoint")
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
+            raise ConfigError(f"{path} could not be read as a tokenizer ({exc})") from exc
+        config = _read_json(folder / TOKENIZER_CONFIG_FILE)
+        special = _read_json(folder / SPECIAL_TOKENS_FILE)
+        bos = _token_text(config.get("bos_token") or special.get("bos_token")) or DEFAULT_BOS
+        eos = _token_text(config.get("eos_token") or special.get("eos_token")) or DEFAULT_EOS
+        add_bos = bool(config.get("add_bos_token", True))
+        return cls(tokenizer, settings or ProcessorSettings.from_dir(folder), bos, eos, add_bos)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def special_ids(self) -> dict[str, int]:
+        return {"bos": self.bos_id, "eos": self.eos_id, "pad": self.pad_id, "image": self.image_id,
+                "image_start": self.image_start_id, "image_end": self.image_end_id,
+                "image_gen": self.image_gen_id}
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids with BOS first, as `tokenizer.encode` in the official code."""
+        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        return ([self.bos_id] if self.add_bos else []) + ids
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def generation_ids(self, prompt: str) -> list[int]:
+        """Prompt ids for text-to-image: BOS + template; the generation tag is dropped (t_emb takes its slot)."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InputError("the prompt is empty; describe the image to generate")
+        ids = self.encode(generation_prompt(prompt, self.settings.image_gen_tag))
+        return ids[:-1]
+
+    def understanding_ids(self, question: str) -> list[int]:
+        """Prompt ids for image+question, the placeholder expanded to start tag + N image tokens + end tag."""
+        if not isinstance(question, str) or not question.strip():
+            raise InputError("the question is empty; ask something about the image")
+        if self.settings.image_tag in question:
+            raise InputError(f"the question must not contain the image tag {self.settings.image_tag!r}")
+        ids = self.encode(understanding_prompt(question, self.settings.image_tag))
+        at = ids.index(self.image_id)
+        image = [self.image_start_id] + [self.image_id] * self.settings.num_image_tokens + [self.image_end_id]
+        return ids[:at] + image + ids[at + 1:]
+
+    def save(self, folder: str | Path) -> None:
+        """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json (official names)."""
+        folder = Path(folder)
+        (folder / TOKENIZER_FILE).write_text(self._as_given, encoding="utf-8")
+        config = {"add_bos_token": self.add_bos, "add_eos_token": False, "bos_token": self.bos_token,
+                  "eos_token": self.eos_token, "model_max_length": 16384, "tokenizer_class": "LlamaTokenizerFast"}
+        special = {"additional_special_tokens": [self.settings.image_gen_tag], "bos_token": self.bos_token,
+                   "eos_token": self.eos_token}
+        for name, data in ((TOKENIZER_CONFIG_FILE, config), (SPECIAL_TOKENS_FILE, special)):
+            (folder / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    def _required_id(self, token: str, name: str) -> int:
+        token_id = self.tokenizer.token_to_id(token)
+        if token_id is None:
+            raise ConfigError(f"the tokenizer has no {name} {token!r}; check tokenizer_config.json")
+        return token_id
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc})") from exc
+
+
+def _token_text(value) -> str | None:
+    if isinstance(value, dict):
+        return value.get("content")
+    return value

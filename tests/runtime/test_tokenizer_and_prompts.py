@@ -1,0 +1,137 @@
+"""jflow.runtime.prompts and jflow.runtime.tokenizer: spec §5.1-5.2 and §6.2-6.5."""
+
+import pytest
+from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
+
+from jflow.errors import InputError
+from jflow.modeling.tiny import TINY_PROCESSOR, build_tiny_tokenizer
+from jflow.runtime import prompts
+from jflow.runtime.processor_config import ProcessorSettings
+from jflow.runtime.tokenizer import DEFAULT_BOS, DEFAULT_EOS, PAD_TOKEN, JanusFlowTokenizer
+
+GEN_TAG = "<｜begin▁of▁generation｜>"
+SYS = ("You are a helpful language and vision assistant. You are able to understand the visual content that the "
+       "user provides, and assist the user with a variety of tasks using natural language.")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return JanusFlowTokenizer(build_tiny_tokenizer(), TINY_PROCESSOR)
+
+
+def word_tokenizer(with_pad: bool, tags=()) -> Tokenizer:
+    vocab = {"[UNK]": 0, "hello": 1, "world": 2, "red": 3}
+    t = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    t.pre_tokenizer = pre_tokenizers.Whitespace()
+    specials = [DEFAULT_BOS, DEFAULT_EOS] + ([PAD_TOKEN] if with_pad else []) + list(tags)
+    t.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
+    return t
+
+
+def test_prompt_strings_follow_the_spec():
+    assert prompts.SYSTEM_PROMPT == SYS
+    assert prompts.sft_prompt("  a red cube \n") == "User: a red cube\n\nAssistant:"
+    assert prompts.generation_prompt("  a red cube ", GEN_TAG) == "User: a red cube\n\nAssistant:" + GEN_TAG
+    assert prompts.generation_prompt("x", "<image_beg>") == "User: x\n\nAssistant:<image_beg>"
+    q = "What is in this picture?"
+    assert (prompts.understanding_prompt(q, "<image_placeholder>")
+            == SYS + "\n\nUser: <image_placeholder>\n" + q + "\n\nAssistant:")
+
+
+def test_missing_tags_are_added_in_official_order_with_next_free_ids():
+    base = build_tiny_tokenizer()
+    n = base.get_vocab_size(with_added_tokens=True)
+    assert base.token_to_id("<image_beg>") is None and base.token_to_id("<image_end>") is None
+    image, gen = base.token_to_id("<image_placeholder>"), base.token_to_id(GEN_TAG)
+    t = JanusFlowTokenizer(base, TINY_PROCESSOR)
+    assert (t.image_id, t.image_gen_id) == (image, gen)  # present tags keep their ids
+    assert (t.image_start_id, t.image_end_id) == (n, n + 1)
+    assert t.vocab_size == n + 2
+    assert t.tokenizer.id_to_token(n) == "<image_beg>" and t.tokenizer.id_to_token(n + 1) == "<image_end>"
+
+
+def test_all_four_tags_added_in_order_when_none_present():
+    base = word_tokenizer(with_pad=True)
+    n = base.get_vocab_size(with_added_tokens=True)
+    t = JanusFlowTokenizer(base, ProcessorSettings())
+    assert [t.image_id, t.image_gen_id, t.image_start_id, t.image_end_id] == [n, n + 1, n + 2, n + 3]
+    assert t.tokenizer.id_to_token(n + 3) == "<end_of_image>"
+
+
+def test_special_ids_and_bos(tok):
+    ids = tok.special_ids()
+    assert ids["bos"] == tok.tokenizer.token_to_id(DEFAULT_BOS)
+    assert ids["eos"] == tok.tokenizer.token_to_id(DEFAULT_EOS)
+    assert ids["pad"] == tok.tokenizer.token_to_id(PAD_TOKEN)
+    assert len(set(ids.values())) == 7
+    assert tok.encode("a cat")[0] == tok.bos_id
+    assert tok.encode("a cat").count(tok.bos_id) == 1
+
+
+def test_generation_ids_drop_the_generation_tag(tok):
+    full = tok.encode(prompts.generation_prompt("a red cube", GEN_TAG))
+    assert full[-1] == tok.image_gen_id and full.count(tok.image_gen_id) == 1
+    ids = tok.generation_ids("a red cube")
+    assert ids == full[:-1]
+    assert ids[0] == tok.bos_id and tok.image_gen_id not in ids
+    assert tok.decode(ids) == "User: a red cube\n\nAssistant:"
+
+
+def test_understanding_ids_expand_the_placeholder(tok):
+    q = "what is in this picture?"
+    ids = tok.understanding_ids(q)
+    assert ids[0] == tok.bos_id
+    assert ids.count(tok.image_start_id) == 1 and ids.count(tok.image_end_id) == 1
+    start = ids.index(tok.image_start_id)
+    assert ids[start + 1:start + 577] == [tok.image_id] * 576
+    assert ids[start + 577] == tok.image_end_id
+    assert ids.count(tok.image_id) == 576
+    plain = tok.encode(prompts.understanding_prompt(q, "<image_placeholder>"))
+    at = plain.index(tok.image_id)
+    assert ids[:start] == plain[:at] and ids[start + 578:] == plain[at + 1:]
+    assert len(ids) == len(plain) + 577
+
+
+@pytest.mark.parametrize("bad", ["", "   \n"])
+def test_empty_inputs_raise(tok, bad):
+    with pytest.raises(InputError):
+        tok.generation_ids(bad)
+    with pytest.raises(InputError):
+        tok.understanding_ids(bad)
+
+
+def test_question_with_the_image_tag_raises(tok):
+    with pytest.raises(InputError):
+        tok.understanding_ids("look <image_placeholder> here")
+
+
+@pytest.mark.parametrize("text", ["a cat sitting on a sofa", "café ☕", "  two  spaces\nand a newline ", "zebra!?"])
+def test_decode_round_trips_ordinary_text(tok, text):
+    ids = tok.encode(text)
+    assert tok.decode(ids, skip_special_tokens=True) == text
+    assert tok.decode(ids, skip_special_tokens=False) == DEFAULT_BOS + text
+
+
+def test_pad_falls_back_to_eos_without_pad_token():
+    t = JanusFlowTokenizer(word_tokenizer(with_pad=False), ProcessorSettings())
+    assert t.pad_id == t.eos_id == t.tokenizer.token_to_id(DEFAULT_EOS)
+    with_pad = JanusFlowTokenizer(word_tokenizer(with_pad=True), ProcessorSettings())
+    assert with_pad.pad_id == with_pad.tokenizer.token_to_id(PAD_TOKEN) != with_pad.eos_id
+
+
+def test_save_then_from_dir_round_trips(tok, tmp_path):
+    tok.save(tmp_path)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        assert (tmp_path / name).is_file()
+    loaded = JanusFlowTokenizer.from_dir(tmp_path, TINY_PROCESSOR)
+    assert loaded.special_ids() == tok.special_ids()
+    assert loaded.vocab_size == tok.vocab_size
+    for text in ("a photo of a red cube", "café ☕ <image_placeholder> x"):
+        assert loaded.encode(text) == tok.encode(text)
+    assert loaded.generation_ids("a cat") == tok.generation_ids("a cat")
+    assert loaded.understanding_ids("how many?") == tok.understanding_ids("how many?")
+    # Saving again writes the same files: the load-time tags are not baked into tokenizer.json.
+    again = tmp_path / "again"
+    again.mkdir()
+    loaded.save(again)
+    assert (again / "tokenizer.json").read_text() == (tmp_path / "tokenizer.json").read_text()
