@@ -81,8 +81,6 @@ def test_understanding_batch_empty_row_raises():
         understanding_batch([[BOS, 2], []], PAD)
 
 
-@pytest.mark.xfail(strict=True, reason="generation_batch reads ids[0] of every row before the empty-row check, "
-                                       "so an empty row raises a bare IndexError instead of the ValueError")
 def test_generation_batch_empty_row_raises_value_error():
     with pytest.raises(ValueError, match="at least one token"):
         generation_batch([[BOS, 2], []], PAD)
