@@ -39,6 +39,9 @@ def tiny(out, seed, force):
     click.echo(f"wrote tiny JanusFlow checkpoint to {path}")
 
 
+MODEL_OPTION = click.option("--model", required=True, help="Checkpoint folder, or 'tiny' for the test model.")
+
+
 def _load_reference(model: str, vae: str | None, load_vae: bool):
     from jflow.modeling import build_tiny, load_janusflow
     if model == "tiny":
@@ -49,12 +52,49 @@ def _load_reference(model: str, vae: str | None, load_vae: bool):
     return ref
 
 
+@main.command("onnx")
+@MODEL_OPTION
+@click.option("--out", required=True, type=click.Path(), help="Artifact folder to create.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True)
+@click.option("--max-batch", default=4, show_default=True, type=click.IntRange(1),
+              help="Images or questions per call (generation runs twice the rows).")
+@click.option("--max-context", default=1024, show_default=True, type=click.IntRange(2),
+              help="Prompt + generated tokens the LLM must hold (generation needs prompt + 577).")
+@click.option("--max-new-tokens", default=512, show_default=True, type=click.IntRange(1))
+@click.option("--vae", default=None, help="SDXL VAE folder (default: MODEL/vae).")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def onnx_command(model, out, precision, max_batch, max_context, max_new_tokens, vae, force):
+    """Export the five graphs, reference I/O and manifest of MODEL to the artifact folder OUT."""
+    from pathlib import Path
+
+    from jflow.export.artifact import export_artifact
+    from jflow.export.spec import Limits
+    if Path(out).exists() and not force:  # fail before loading a model
+        raise click.ClickException(f"{out} already exists; choose another folder, or replace it with --force")
+    ref = _load_reference(model, vae, load_vae=True)
+    started = time.perf_counter()
+    click.echo(f"exporting {model} ({precision}) to {out}", err=True)
+    export_artifact(ref, out, precision=precision, force=force,
+                    limits=Limits(max_batch=max_batch, max_context=max_context, max_new_tokens=max_new_tokens),
+                    log=lambda line: click.echo(line, err=True))
+    click.echo(f"wrote {out} in {time.perf_counter() - started:.1f}s; check it with: jflow-export verify {out}")
+
+
+@main.command()
+@click.argument("artifact", type=click.Path())
+@click.option("--backend", default="onnxruntime", show_default=True, help="Only onnxruntime for now.")
+@click.option("--graph", "graphs", multiple=True, help="Check only this graph (repeatable).")
+def verify(artifact, backend, graphs):
+    """Run every graph of ARTIFACT on its shipped reference inputs and compare; exit 1 on any FAIL."""
+    from jflow.runtime.verify import format_table, verify_artifact
+    report = verify_artifact(artifact, backend=backend, graphs=list(graphs) or None)
+    click.echo(format_table(report))
+    sys.exit(0 if report.ok else 1)
+
+
 @main.group(cls=_Group)
 def reference():
     """Run the PyTorch reference (the oracle) directly, on the CPU."""
-
-
-MODEL_OPTION = click.option("--model", required=True, help="Checkpoint folder, or 'tiny' for the test model.")
 
 
 @reference.command("generate")

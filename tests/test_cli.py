@@ -62,3 +62,24 @@ def test_tiny_refuses_existing_folder(tmp_path):
     result = _run("tiny", tmp_path / "t")
     assert result.exit_code == 1 and "already exists" in result.output
     assert _run("tiny", tmp_path / "t", "--force").exit_code == 0
+
+
+def test_onnx_then_verify(tmp_path):
+    art = tmp_path / "art"
+    result = _run("onnx", "--model", "tiny", "--out", art, "--max-batch", 2, "--max-context", 700)
+    assert result.exit_code == 0, result.output
+    assert "jflow-export verify" in result.output
+    result = _run("verify", art)
+    assert result.exit_code == 0 and "0 failed" in result.output
+
+    (art / "reference" / "llm.npz").write_bytes(b"tampered")
+    result = CliRunner().invoke(main, ["verify", str(art)])
+    assert result.exit_code == 1 and "reference/llm.npz" in result.output and "FAIL" in result.output
+
+    result = _run("onnx", "--model", "tiny", "--out", art)
+    assert result.exit_code == 1 and "already exists" in result.output
+
+
+def test_verify_of_a_folder_that_is_no_artifact(tmp_path):
+    result = CliRunner().invoke(main, ["verify", str(tmp_path)])
+    assert result.exit_code == 1 and "jflow-export onnx" in result.output

@@ -104,6 +104,9 @@ def save_checkpoint(reference: JanusFlowReference, out: str | Path, dtype: torch
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         _write_checkpoint(reference, tmp, dtype, shard_bytes)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it private
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -121,12 +124,17 @@ def _write_checkpoint(reference: JanusFlowReference, folder: Path, dtype, shard_
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     write_safetensors(state, folder, shard_bytes)
-    _write_json(folder / CONFIG_FILE, model.config.to_dict())
+    write_host_configs(reference, folder)
+    if reference.vae is not None:
+        reference.vae.save_pretrained(str(folder / VAE_SUBFOLDER), safe_serialization=True)
+
+
+def write_host_configs(reference: JanusFlowReference, folder: Path) -> None:
+    """config.json, processor and preprocessor configs and the tokenizer files, in the official layout."""
+    _write_json(folder / CONFIG_FILE, reference.model.config.to_dict())
     _write_json(folder / PROCESSOR_FILE, reference.processor.to_processor_json())
     _write_json(folder / PREPROCESSOR_FILE, reference.processor.to_preprocessor_json())
     reference.tokenizer.save(folder)
-    if reference.vae is not None:
-        reference.vae.save_pretrained(str(folder / VAE_SUBFOLDER), safe_serialization=True)
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -12,12 +12,36 @@ import inspect
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.cache_utils import DynamicCache
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
+from transformers.modeling_utils import AttentionInterface
+from transformers.models.llama.modeling_llama import repeat_kv
 
 PastKV = tuple[tuple[torch.Tensor, torch.Tensor], ...]
 
 # transformers 5 renamed the cache argument of LlamaModel.forward; accept either spelling.
 _CACHE_ARG = "cache" if "cache" in inspect.signature(
     __import__("transformers").LlamaModel.forward).parameters else "past_key_values"
+
+
+FP32_SOFTMAX_ATTENTION = "jflow_fp32_softmax"
+
+
+def fp32_softmax_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """Eager Llama attention whose softmax runs in fp32 by an explicit upcast.
+
+    transformers' eager attention asks for softmax(dtype=float32), which the ONNX exporter lowers to an
+    fp16 Softmax; an explicit cast survives, so the fp16 graph keeps its fp32 island.
+    """
+    key, value = repeat_kv(key, module.num_key_value_groups), repeat_kv(value, module.num_key_value_groups)
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = torch.softmax(scores.float(), dim=-1).to(query.dtype)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+AttentionInterface.register(FP32_SOFTMAX_ATTENTION, fp32_softmax_attention)
+AttentionMaskInterface.register(FP32_SOFTMAX_ATTENTION, eager_mask)  # additive float mask, as eager
 
 
 def llama_config(language: dict) -> LlamaConfig:

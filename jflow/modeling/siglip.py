@@ -35,7 +35,12 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v)  # scale 1/sqrt(head_dim), no mask
+        if q.dtype in (torch.float16, torch.bfloat16):
+            # Half precision: the softmax stays fp32 (an fp32 island in the exported fp16 graph).
+            scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
+            out = torch.softmax(scores.float(), dim=-1).to(q.dtype) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)  # scale 1/sqrt(head_dim), no mask
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 

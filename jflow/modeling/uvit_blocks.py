@@ -24,8 +24,9 @@ class GlobalResponseNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, 1, 1, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gx = torch.linalg.vector_norm(x, ord=2, dim=(1, 2), keepdim=True)
-        nx = gx / (gx.mean(dim=-1, keepdim=True) + 1e-6)
+        # The spatial sum of squares over 576 positions overflows fp16: the statistics stay fp32.
+        gx = torch.linalg.vector_norm(x.float(), ord=2, dim=(1, 2), keepdim=True)
+        nx = (gx / (gx.mean(dim=-1, keepdim=True) + 1e-6)).to(x.dtype)
         return self.bias + (self.weight * nx + 1) * x
 
 

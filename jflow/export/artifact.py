@@ -1,0 +1,154 @@
+"""`jflow-export onnx`: a checkpoint -> one folder a device can take and trust.
+
+DIR/onnx/<graph>.onnx (+ .data), DIR/embeddings/*.npy, tokenizer and processor files, config.json,
+DIR/reference/*.npz and DIR/manifest.json (contract, precision policy, tool versions, sha256 of every
+file). Written to a temporary sibling folder and renamed at the end: an interrupted export leaves no
+half artifact under DIR.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from jflow import __version__
+from jflow.errors import InputError
+from jflow.export import gen_decoder, gen_encoder, llm, reference_io, siglip, vae_decoder
+from jflow.export.onnx_export import OPSET, export_graph
+from jflow.export.precision import PRECISIONS, activation_dtype, policy_table
+from jflow.export.spec import Limits
+from jflow.modeling.llm import FP32_SOFTMAX_ATTENTION
+from jflow.runtime.manifest import SCHEMA_VERSION, file_hashes
+from jflow.runtime.prompts import SYSTEM_PROMPT
+
+GRAPHS = {  # name -> (module, wrapper class, wraps the VAE?)
+    siglip.NAME: (siglip, siglip.SiglipGraph, False),
+    llm.NAME: (llm, llm.LlmGraph, False),
+    gen_encoder.NAME: (gen_encoder, gen_encoder.GenEncoderGraph, False),
+    gen_decoder.NAME: (gen_decoder, gen_decoder.GenDecoderGraph, False),
+    vae_decoder.NAME: (vae_decoder, vae_decoder.VaeDecoderGraph, True),
+}
+TOOLS = ("torch", "transformers", "diffusers", "onnx", "onnxscript", "onnxruntime", "numpy", "tokenizers")
+
+
+def export_artifact(ref, out: str | Path, precision: str = "fp32", limits: Limits = Limits(),
+                    force: bool = False, e2e_steps: int = 3, e2e_tokens: int = 8,
+                    log: Callable[[str], None] = print) -> Path:
+    """Export every graph of `ref` (a JanusFlowReference with its VAE) into the artifact folder `out`."""
+    out = Path(out)
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if ref.vae is None:
+        raise InputError("the artifact needs the SDXL VAE: load the checkpoint with its vae/ folder")
+    config = ref.model.config
+    try:
+        limits.check(config.num_gen_tokens, int(config.language.get("max_position_embeddings", 4096)))
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    if out.exists() and not force:
+        raise InputError(f"{out} already exists; choose another folder, or replace it with --force")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as exc:
+        raise InputError(f"cannot write in {out.parent}: {exc}") from exc
+    try:
+        _write(ref, tmp, precision, limits, e2e_steps, e2e_tokens, log)
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _write(ref, root: Path, precision: str, limits: Limits, e2e_steps: int, e2e_tokens: int, log) -> None:
+    config = ref.model.config
+    (root / "onnx").mkdir()
+    (root / "reference").mkdir()
+    graphs = {}
+    half = None
+    if precision == "fp16":  # traced from an fp16 copy: the precision lives in the graph
+        half = copy.deepcopy(ref.model).half()
+        half.language_model.set_attn_implementation(FP32_SOFTMAX_ATTENTION)
+    for name, (module, wrapper, wraps_vae) in GRAPHS.items():
+        started = time.perf_counter()
+        act = activation_dtype(name, precision)
+        truth = wrapper(ref.vae if wraps_vae else ref.model)
+        graph = wrapper(half) if act == "float16" else truth
+        spec = module.spec(config, limits, act)
+        path = root / "onnx" / f"{name}.onnx"
+        export_graph(graph, spec, _as_contract(module.example(config, torch.Generator().manual_seed(0)), spec), path)
+        example = _as_contract(module.example(config, torch.Generator().manual_seed(reference_io.SEED)), spec)
+        reference_io.graph_reference(truth, spec, example, root / "reference" / f"{name}.npz", float64=wraps_vae)
+        graphs[name] = {**spec.to_manifest(f"onnx/{name}.onnx"), "precision": "fp16" if act == "float16" else "fp32"}
+        log(f"  {name:<12} exported in {time.perf_counter() - started:5.1f}s")
+    reference_io.generation_case(ref, root / "reference" / "e2e_generation.npz", e2e_steps)
+    reference_io.understanding_case(ref, root / "reference" / "e2e_understanding.npz", e2e_tokens)
+    _write_host_files(ref, root, precision)
+    manifest = {
+        "schema_version": SCHEMA_VERSION, "jflow_version": __version__, "precision": precision,
+        "precision_policy": policy_table(), "model": config.to_dict(), "limits": limits.to_dict(),
+        "graphs": graphs, "opset": OPSET,
+        "reference": {"graphs": {n: f"reference/{n}.npz" for n in graphs},
+                      "end_to_end": {"generation": "reference/e2e_generation.npz",
+                                     "understanding": "reference/e2e_understanding.npz"}},
+        "embeddings": {"embed_tokens": "embeddings/embed_tokens.npy",
+                       "beg_of_und_embed": "embeddings/beg_of_und_embed.npy"},
+        "special_tokens": ref.tokenizer.special_ids(), "processor": ref.processor.to_dict(),
+        "prompts": {"system_prompt": SYSTEM_PROMPT, "format": "deepseek_sft"},
+        "generation": {"latent_size": config.latent_size, "num_gen_tokens": config.num_gen_tokens,
+                       "vae_scaling_factor": float(ref.vae.config.scaling_factor)},
+        "tools": _tool_versions(),
+        "files": file_hashes(root),
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _write_host_files(ref, root: Path, precision: str) -> None:
+    """What the runtime needs besides the graphs: tokenizer, processor and model config, embeddings."""
+    from jflow.modeling.checkpoint import write_host_configs
+    write_host_configs(ref, root)
+    (root / "embeddings").mkdir()
+    dtype = np.float16 if precision == "fp16" else np.float32
+    with torch.no_grad():
+        table = ref.model.language_model.get_input_embeddings().weight.float().numpy()
+        np.save(root / "embeddings" / "embed_tokens.npy", table.astype(dtype))
+        np.save(root / "embeddings" / "beg_of_und_embed.npy", ref.model.beg_of_und_embed.float().numpy().astype(dtype))
+
+
+def _as_contract(example: dict, spec) -> dict:
+    """Example tensors in the dtypes the graph's contract declares."""
+    return {t.name: example[t.name].to(getattr(torch, t.dtype)) for t in spec.inputs}
+
+
+def _tool_versions() -> dict:
+    found = {}
+    for name in TOOLS:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it private; the artifact is an ordinary folder
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)

@@ -1,0 +1,34 @@
+"""Precision policy of the exported graphs: one readable table, copied into the manifest.
+
+An fp16 artifact is strongly typed: the graphs are traced from an fp16 copy of the model, so the
+precision lives in the graph itself, and the fp32 islands are casts written in the model code:
+- RMSNorm statistics (transformers LlamaRMSNorm upcasts), LayerNorm (ONNX stash_type fp32),
+- attention softmax (eager Llama attention and our SigLIP attention upcast in half precision),
+- the GRN spatial L2 norm (uvit_blocks.GlobalResponseNorm), the sinusoidal time features (diffusers
+  computes them in fp32), RoPE angles (transformers computes them in fp32),
+- the ODE state z, guidance and the Euler update (gen_encoder / gen_decoder take and give fp32 z),
+- the whole SDXL VAE decoder, which is exported from the fp32 VAE.
+"""
+
+from __future__ import annotations
+
+PRECISIONS = ("fp32", "fp16")
+FP32_GRAPHS = ("vae_decoder",)  # in every artifact
+
+POLICY = (
+    ("matmuls, convolutions, attention scores, KV cache, embeddings", "fp16", "speed and memory"),
+    ("RMSNorm / LayerNorm statistics, attention softmax", "fp32", "overflow and precision"),
+    ("GRN spatial L2 norm (ConvNeXt blocks)", "fp32", "the sum of squares over 576 positions overflows fp16"),
+    ("sinusoidal time features, RoPE angles", "fp32", "arguments up to ~1000 rad (time) and ~4096 rad (RoPE)"),
+    ("SDXL VAE decoder (whole graph)", "fp32", "the SDXL VAE produces NaN in fp16"),
+    ("ODE state z, guidance and Euler update", "fp32", "30 accumulated steps"),
+)
+
+
+def policy_table() -> list[dict]:
+    return [{"part": part, "fp16_build": dtype, "why": why} for part, dtype, why in POLICY]
+
+
+def activation_dtype(graph: str, precision: str) -> str:
+    """The dtype of a graph's model-side tensors (embeddings, hidden states, KV) in this precision."""
+    return "float16" if precision == "fp16" and graph not in FP32_GRAPHS else "float32"
