@@ -22,6 +22,23 @@ class _Group(click.Group):
             raise click.ClickException(str(exc)) from exc
 
 
+def _options(*options):
+    """Apply several click options as one decorator (commands that share them stay in step)."""
+    def apply(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return apply
+
+
+_generation_options = _options(
+    click.option("-o", "--out", default="out.png", show_default=True, help="PNG file (out-1.png, ... for -n > 1)."),
+    click.option("--steps", default=30, show_default=True, type=int, help="Euler steps of the ODE."),
+    click.option("--cfg", "cfg_weight", default=2.0, show_default=True, type=float, help="Guidance weight."),
+    click.option("--seed", default=None, type=int, help="Seed of the starting noise (random if not given)."),
+    click.option("-n", "count", default=1, show_default=True, type=click.IntRange(1), help="Images to make."))
+
+
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="jflow-export")
 def main():
@@ -92,6 +109,58 @@ def verify(artifact, backend, graphs):
     sys.exit(0 if report.ok else 1)
 
 
+def _load_pipeline(artifact: str, backend: str):
+    from jflow.runtime.pipeline import Pipeline
+    pipe = Pipeline.load(artifact, backend=backend)
+    click.echo(f"{artifact}: {pipe.manifest.precision}, backend {pipe.backend.name} ({pipe.backend.device})", err=True)
+    return pipe
+
+
+BACKEND_OPTION = click.option("--backend", default="auto", show_default=True,
+                              help="auto picks the best available (onnxruntime with GPU providers when installed).")
+
+
+@main.command()
+@click.argument("artifact", type=click.Path())
+@click.argument("prompt")
+@_generation_options
+@BACKEND_OPTION
+def generate(artifact, prompt, out, steps, cfg_weight, seed, count, backend):
+    """Text to image with an exported ARTIFACT (no torch needed)."""
+    from jflow.runtime.image_io import save_images
+    from jflow.runtime.requests import check_generation_args
+    check_generation_args(steps, cfg_weight)  # fail before loading anything
+    pipe = _load_pipeline(artifact, backend)
+    started = time.perf_counter()
+    with click.progressbar(length=steps * count, label="sampling", file=sys.stderr) as bar:
+        latents = pipe.generate_latents(prompt, steps=steps, cfg_weight=cfg_weight, seed=seed, num_images=count,
+                                        progress=lambda done, total: bar.update(done - bar.pos))
+    for path in save_images(pipe.decode_latents(latents), out):
+        click.echo(f"wrote {path}")
+    click.echo(f"{count} image(s), {steps} steps in {time.perf_counter() - started:.1f}s", err=True)
+
+
+@main.command()
+@click.argument("artifact", type=click.Path())
+@click.option("--image", required=True, type=click.Path(), help="The picture to ask about.")
+@click.argument("question")
+@click.option("--max-new-tokens", default=None, type=int, help="Default: 512, or the artifact's limit if lower.")
+@click.option("--temperature", default=0.0, show_default=True, type=float, help="0 is greedy.")
+@click.option("--top-p", default=1.0, show_default=True, type=float)
+@click.option("--seed", default=None, type=int, help="Seed for sampling.")
+@BACKEND_OPTION
+def chat(artifact, image, question, max_new_tokens, temperature, top_p, seed, backend):
+    """Answer QUESTION about an image with an exported ARTIFACT, streaming the text to stdout."""
+    from jflow.runtime.image_io import load_image
+    picture = load_image(image)  # fail before loading anything
+    pipe = _load_pipeline(artifact, backend)
+    for piece in pipe.answer_stream(picture, question, max_new_tokens=max_new_tokens, temperature=temperature,
+                                    top_p=top_p, seed=seed):
+        click.echo(piece, nl=False)
+        sys.stdout.flush()
+    click.echo()
+
+
 @main.group(cls=_Group)
 def reference():
     """Run the PyTorch reference (the oracle) directly, on the CPU."""
@@ -100,15 +169,11 @@ def reference():
 @reference.command("generate")
 @MODEL_OPTION
 @click.argument("prompt")
-@click.option("-o", "--out", default="out.png", show_default=True, help="PNG file (out-1.png, ... for -n > 1).")
-@click.option("--steps", default=30, show_default=True, type=int, help="Euler steps of the ODE.")
-@click.option("--cfg", "cfg_weight", default=2.0, show_default=True, type=float, help="Guidance weight.")
-@click.option("--seed", default=None, type=int, help="Seed of the starting noise (random if not given).")
-@click.option("-n", "count", default=1, show_default=True, type=click.IntRange(1), help="Images to make.")
+@_generation_options
 @click.option("--vae", default=None, help="SDXL VAE folder (default: MODEL/vae).")
 def reference_generate(model, prompt, out, steps, cfg_weight, seed, count, vae):
     """Text to image with the reference model."""
-    from jflow.modeling.generation import check_generation_args
+    from jflow.runtime.requests import check_generation_args
     from jflow.runtime.image_io import save_images
     check_generation_args(steps, cfg_weight)  # fail before loading a model
     ref = _load_reference(model, vae, load_vae=True)

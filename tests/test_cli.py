@@ -83,3 +83,28 @@ def test_onnx_then_verify(tmp_path):
 def test_verify_of_a_folder_that_is_no_artifact(tmp_path):
     result = CliRunner().invoke(main, ["verify", str(tmp_path)])
     assert result.exit_code == 1 and "jflow-export onnx" in result.output
+
+
+def test_generate_and_chat_on_an_artifact(tiny_artifact, tiny_ref, tmp_path, photo):
+    out = tmp_path / "cube.png"
+    result = _run("generate", tiny_artifact, "a red cube", "-o", out, "--steps", 2, "--seed", 4)
+    assert result.exit_code == 0, result.output
+    expected = tiny_ref.generate("a red cube", steps=2, seed=4).images[0]
+    assert np.abs(np.asarray(Image.open(out)).astype(int) - expected).max() <= 1
+
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    result = _run("chat", tiny_artifact, "--image", tmp_path / "photo.png", "what is this?", "--max-new-tokens", 5)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.rstrip("\n") == tiny_ref.answer(photo, "what is this?", max_new_tokens=5)
+
+
+def test_generate_and_chat_bad_input(tiny_artifact, tmp_path):
+    cases = [
+        (("generate", tiny_artifact, "x", "--steps", 0), "steps must be"),
+        (("generate", tmp_path / "none", "x"), "not a jflow artifact"),
+        (("chat", tiny_artifact, "--image", tmp_path / "none.png", "q"), "image file not found"),
+        (("chat", tiny_artifact, "--image", tmp_path / "none.png", "q", "--backend", "tf"), "image file not found"),
+    ]
+    for args, message in cases:
+        result = _run(*args)
+        assert result.exit_code == 1 and message in result.output, (args, result.output)

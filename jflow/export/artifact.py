@@ -8,7 +8,6 @@ half artifact under DIR.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -27,6 +26,7 @@ from jflow.export import gen_decoder, gen_encoder, llm, reference_io, siglip, va
 from jflow.export.onnx_export import OPSET, export_graph
 from jflow.export.precision import PRECISIONS, activation_dtype, policy_table
 from jflow.export.spec import Limits
+from jflow.modeling.checkpoint import build_from_state_dict
 from jflow.modeling.llm import FP32_SOFTMAX_ATTENTION
 from jflow.runtime.manifest import SCHEMA_VERSION, file_hashes
 from jflow.runtime.prompts import SYSTEM_PROMPT
@@ -78,17 +78,23 @@ def _write(ref, root: Path, precision: str, limits: Limits, e2e_steps: int, e2e_
     graphs = {}
     half = None
     if precision == "fp16":  # traced from an fp16 copy: the precision lives in the graph
-        half = copy.deepcopy(ref.model).half()
+        # Converted tensor by tensor through the strict loader: no second fp32 copy (~8 GB at full size).
+        half = build_from_state_dict(config, {k: v.half() for k, v in ref.model.state_dict().items()},
+                                     source="the fp16 copy")
         half.language_model.set_attn_implementation(FP32_SOFTMAX_ATTENTION)
     for name, (module, wrapper, wraps_vae) in GRAPHS.items():
         started = time.perf_counter()
         act = activation_dtype(name, precision)
         truth = wrapper(ref.vae if wraps_vae else ref.model)
         graph = wrapper(half) if act == "float16" else truth
+        if wraps_vae:
+            half = None  # the VAE is last and fp32: free the fp16 copy (~4 GB at full size) first
         spec = module.spec(config, limits, act)
         path = root / "onnx" / f"{name}.onnx"
         export_graph(graph, spec, _as_contract(module.example(config, torch.Generator().manual_seed(0)), spec), path)
-        example = _as_contract(module.example(config, torch.Generator().manual_seed(reference_io.SEED)), spec)
+        # One VAE image suffices (its float64 activations at 384x384 are the export's memory peak).
+        example = _as_contract(module.example(config, torch.Generator().manual_seed(reference_io.SEED),
+                                              **({"batch": 1} if wraps_vae else {})), spec)
         reference_io.graph_reference(truth, spec, example, root / "reference" / f"{name}.npz", float64=wraps_vae)
         graphs[name] = {**spec.to_manifest(f"onnx/{name}.onnx"), "precision": "fp16" if act == "float16" else "fp32"}
         log(f"  {name:<12} exported in {time.perf_counter() - started:5.1f}s")

@@ -20,6 +20,7 @@ from jflow.modeling.vae import vae_decode
 from jflow.runtime.batching import generation_batch
 from jflow.runtime.image_io import to_uint8
 from jflow.runtime.ode import LATENT_CHANNELS, initial_noise, time_grid
+from jflow.runtime.requests import check_generation_args
 
 
 @dataclass
@@ -27,13 +28,6 @@ class GenerationResult:
     images: np.ndarray   # [N, H, W, 3] uint8
     latents: np.ndarray  # [N, 4, s, s] float32, the final z before the VAE
     noise: np.ndarray    # [N, 4, s, s] float32, the starting z
-
-
-def check_generation_args(steps, cfg_weight) -> None:
-    if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 1:
-        raise InputError(f"steps must be a whole number >= 1, got {steps!r} (30 is the official setting)")
-    if not np.isfinite(cfg_weight) or cfg_weight < 0:
-        raise InputError(f"cfg weight must be a finite number >= 0, got {cfg_weight!r} (2.0 is the official setting)")
 
 
 @torch.no_grad()

@@ -12,18 +12,8 @@ import torch
 from jflow.errors import InputError
 from jflow.runtime.batching import understanding_batch
 from jflow.runtime.image_io import preprocess_images
+from jflow.runtime.requests import pair_images_questions
 from jflow.runtime.sampling import check_sampling, choose_tokens
-
-
-def _as_lists(images, questions):
-    single = isinstance(questions, str)
-    questions = [questions] if single else list(questions)
-    images = [images] if single or not isinstance(images, (list, tuple)) else list(images)
-    if len(images) != len(questions):
-        raise InputError(f"got {len(images)} image(s) for {len(questions)} question(s); pass one image per question")
-    if not questions:
-        raise InputError("no question given")
-    return images, questions, single
 
 
 def understanding_embeddings(ref, pixels: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -44,7 +34,7 @@ def understanding_embeddings(ref, pixels: torch.Tensor, ids: torch.Tensor) -> to
 def answer_tokens(ref, images, questions, max_new_tokens: int = 512, temperature: float = 0.0,
                   top_p: float = 1.0, seed: int | None = None) -> list[list[int]]:
     """New token ids per question, EOS included when reached."""
-    images, questions, _ = _as_lists(images, questions)
+    images, questions = pair_images_questions(images, questions)
     check_sampling(temperature, top_p)
     if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
         raise InputError(f"max_new_tokens must be a whole number >= 1, got {max_new_tokens!r}")

@@ -101,6 +101,7 @@ class Manifest:
     reference: dict[str, Any]
     tools: dict[str, str]
     files: dict[str, str] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict, repr=False)  # the whole manifest, other keys included
 
     # ---- loading -------------------------------------------------------------------------------------
     @classmethod
@@ -167,7 +168,7 @@ class Manifest:
         if unhashed:
             raise ArtifactError(f"{source}: file(s) {', '.join(unhashed)} are used but have no sha256 under "
                                 f"\"files\"; {_REEXPORT}")
-        return cls(root=Path(root), **{k: data[k] for k in _REQUIRED})
+        return cls(root=Path(root), **{k: data[k] for k in _REQUIRED}, data=data)
 
     # ---- integrity -----------------------------------------------------------------------------------
     def file_problems(self) -> list[str]:

@@ -127,3 +127,30 @@ def _token_text(value) -> str | None:
     if isinstance(value, dict):
         return value.get("content")
     return value
+
+
+class TextStream:
+    """Turns tokens arriving one by one into text pieces, holding back a split multi-byte character.
+
+    Byte-level BPE tokens can end in the middle of a UTF-8 character; decoding then ends in U+FFFD.
+    Such a piece is held until the tokens that complete the character arrive.
+    """
+
+    def __init__(self, tokenizer: JanusFlowTokenizer):
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.emitted = ""
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(int(token_id))
+        text = self.tokenizer.decode(self.ids)
+        if text.endswith("\ufffd") or not text.startswith(self.emitted):
+            return ""
+        piece, self.emitted = text[len(self.emitted):], text
+        return piece
+
+    def flush(self) -> str:
+        """Whatever is still held back (an incomplete character at the very end)."""
+        text = self.tokenizer.decode(self.ids)
+        piece, self.emitted = text[len(self.emitted):], text
+        return piece

@@ -20,12 +20,12 @@ from jflow.runtime.manifest import Manifest, file_hashes
 from jflow.runtime.ode import initial_noise, time_grid
 from jflow.runtime.verify import verify_artifact
 
-LIMITS = Limits(max_batch=3, max_context=700, max_new_tokens=16)
+LIMITS = Limits(max_batch=3, max_context=1024, max_new_tokens=16)
 
 
 @pytest.fixture(scope="module")
-def artifact(tmp_path_factory, tiny_ref):
-    return export_artifact(tiny_ref, tmp_path_factory.mktemp("art") / "tiny-fp32", limits=LIMITS, log=lambda _: None)
+def artifact(tiny_artifact):
+    return tiny_artifact  # exported in conftest with LIMITS
 
 
 @pytest.fixture(scope="module")
@@ -207,3 +207,26 @@ def test_interrupted_export_leaves_nothing(tiny_ref, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         export_artifact(tiny_ref, tmp_path / "art", limits=LIMITS, log=lambda _: None)
     assert list(tmp_path.iterdir()) == []  # neither the artifact nor its temporary folder
+
+
+def test_verify_runs_without_torch(artifact, tmp_path):
+    # What a device runs: the CLI's verify with torch, transformers and diffusers impossible to import.
+    import subprocess
+    import sys
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    for name in ("torch", "transformers", "diffusers"):
+        (shadow / f"{name}.py").write_text("raise ImportError('not on this device')\n")
+    out = subprocess.run([sys.executable, "-m", "jflow.cli", "verify", str(artifact)], capture_output=True, text=True,
+                         timeout=300, env={"PYTHONPATH": str(shadow), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "13 passed, 0 failed" in out.stdout
+
+
+def test_missing_model_is_one_clear_line(tmp_path):
+    from click.testing import CliRunner
+
+    from jflow.cli import main
+    result = CliRunner().invoke(main, ["onnx", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "a")])
+    assert result.exit_code == 1 and "checkpoint folder not found" in result.output
+    assert not (tmp_path / "a").exists()

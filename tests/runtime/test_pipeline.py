@@ -1,0 +1,157 @@
+"""The torch-free Pipeline over the tiny fp32 artifact, checked against the PyTorch reference."""
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jflow.errors import InputError, JFlowError
+from jflow.runtime.manifest import ArtifactError
+from jflow.runtime.ode import initial_noise
+from jflow.runtime.pipeline import Pipeline
+from jflow.runtime.tokenizer import TextStream
+
+QUESTION = "what is in this picture?"
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_artifact):
+    return Pipeline.load(tiny_artifact)
+
+
+def test_generate_equals_reference(pipe, tiny_ref):
+    noise = initial_noise(3, 1, 48)
+    latents = pipe.generate_latents("a red cube on a table", steps=4, noise=noise)
+    expected = tiny_ref.generate("a red cube on a table", steps=4, noise=noise)
+    assert np.abs(latents - expected.latents).max() <= 1e-4
+    images = pipe.generate("a red cube on a table", steps=4, noise=noise)
+    assert len(images) == 1 and isinstance(images[0], Image.Image) and images[0].size == (384, 384)
+    assert np.abs(np.asarray(images[0]).astype(int) - expected.images[0]).max() <= 1
+
+
+def test_seed_gives_the_reference_image(pipe, tiny_ref):
+    latents = pipe.generate_latents("a cat", steps=2, seed=42)
+    assert np.abs(latents - tiny_ref.generate("a cat", steps=2, seed=42).latents).max() <= 1e-4
+
+
+def test_batch_and_num_images_equal_single_calls(pipe):
+    prompts = ["a cat", "a robot arm picks up a blue ball in the sun"]
+    noise = initial_noise(8, 4, 48)
+    batch = pipe.generate_latents(prompts, steps=2, noise=noise, num_images=2)  # 4 rows > max_batch 3: chunks
+    order = ["a cat", "a cat", prompts[1], prompts[1]]
+    for i, prompt in enumerate(order):
+        single = pipe.generate_latents(prompt, steps=2, noise=noise[i:i + 1])
+        assert np.abs(batch[i] - single[0]).max() <= 1e-5
+
+
+def test_prompt_kv_reuse_equals_full_recompute(pipe):
+    noise = initial_noise(5, 2, 48)
+    reused = pipe.generate_latents(["a cat", "a green door"], steps=3, noise=noise)
+    full = pipe.generate_latents(["a cat", "a green door"], steps=3, noise=noise, reuse_prompt_kv=False)
+    assert np.abs(reused - full).max() <= 1e-5
+
+
+def test_progress_reports_every_step(pipe):
+    seen = []
+    pipe.generate_latents("a cat", steps=3, seed=0, progress=lambda k, n: seen.append((k, n)))
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_answer_tokens_equal_reference(pipe, tiny_ref, photo):
+    from jflow.modeling.understanding import answer_tokens
+    ours = pipe.answer_tokens(photo, QUESTION, max_new_tokens=10)
+    assert ours == answer_tokens(tiny_ref, photo, QUESTION, max_new_tokens=10)
+    sampled = pipe.answer_tokens(photo, QUESTION, max_new_tokens=6, temperature=0.8, top_p=0.9, seed=3)
+    assert sampled == answer_tokens(tiny_ref, photo, QUESTION, max_new_tokens=6, temperature=0.8, top_p=0.9, seed=3)
+
+
+def test_answer_batch_equals_single_calls(pipe, photo):
+    images = [photo, photo[:120, :90]]
+    questions = [QUESTION, "how many objects are there in the image shown here?"]
+    batch = pipe.answer_tokens(images, questions, max_new_tokens=8)
+    assert batch == [pipe.answer_tokens(i, q, max_new_tokens=8)[0] for i, q in zip(images, questions)]
+
+
+def test_stream_joins_to_the_answer(pipe, photo):
+    pieces = list(pipe.answer_stream(photo, QUESTION, max_new_tokens=12))
+    assert "".join(pieces) == pipe.answer(photo, QUESTION, max_new_tokens=12)
+
+
+def test_text_stream_never_splits_a_character(pipe):
+    tok = pipe.tokenizer
+    text = "café ☕ naïve"
+    ids = tok.tokenizer.encode(text, add_special_tokens=False).ids
+    assert len(ids) > len(text) // 2  # byte-level pieces: some tokens end inside a character
+    stream = TextStream(tok)
+    pieces = [stream.push(i) for i in ids] + [stream.flush()]
+    assert "".join(pieces) == text and all("\ufffd" not in p for p in pieces)
+
+
+def test_e2e_reference_cases_pass_through_the_runtime(pipe, tiny_artifact):
+    gen = np.load(tiny_artifact / "reference" / "e2e_generation.npz")
+    latents = pipe.generate_latents(str(gen["prompt"]), steps=int(gen["steps"]), noise=gen["noise"],
+                                    cfg_weight=float(gen["cfg_weight"]))
+    assert np.abs(latents - gen["latents"]).max() <= 1e-4
+    assert np.abs(pipe.decode_latents(latents).astype(int) - gen["image"]).max() <= 1
+    und = np.load(tiny_artifact / "reference" / "e2e_understanding.npz")
+    assert pipe.answer_tokens(und["image"], str(und["question"]), max_new_tokens=int(und["max_new_tokens"]))[0] \
+        == und["tokens"].tolist()
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda p, img: p.generate_latents("a cat " * 400, steps=1), "holds at most"),
+    (lambda p, img: p.generate_latents("  ", steps=1), "prompt is empty"),
+    (lambda p, img: p.generate_latents("a cat", steps=0), "steps must be"),
+    (lambda p, img: p.generate_latents("a cat", steps=1, cfg_weight=-1.0), "cfg weight must be"),
+    (lambda p, img: p.generate_latents("a cat", steps=1, noise=np.zeros((2, 4, 48, 48))), "noise must be"),
+    (lambda p, img: p.answer("/nonexistent.png", QUESTION), "image file not found"),
+    (lambda p, img: p.answer(img, ""), "question is empty"),
+    (lambda p, img: p.answer(img, QUESTION, max_new_tokens=17), "1..16"),
+])
+def test_bad_input_is_clear_and_pipeline_stays_usable(pipe, photo, call, message):
+    with pytest.raises(InputError, match=message):
+        call(pipe, photo)
+    assert len(pipe.answer_tokens(photo, QUESTION, max_new_tokens=2)[0]) >= 1  # still works
+
+
+def test_negative_temperature_and_non_image(pipe, photo, tmp_path):
+    with pytest.raises(ValueError, match="temperature"):
+        pipe.answer(photo, QUESTION, temperature=-1.0)
+    (tmp_path / "notes.png").write_text("not a picture")
+    with pytest.raises(InputError, match="not a readable image"):
+        pipe.answer(str(tmp_path / "notes.png"), QUESTION)
+
+
+def test_altered_or_missing_artifact_files(tiny_artifact, tmp_path):
+    copy = tmp_path / "art"
+    shutil.copytree(tiny_artifact, copy)
+    table = copy / "embeddings" / "embed_tokens.npy"
+    table.write_bytes(table.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(ArtifactError, match="embeddings/embed_tokens.npy"):
+        Pipeline.load(copy)
+    (copy / "onnx" / "llm.onnx").unlink()
+    with pytest.raises(ArtifactError, match="onnx/llm.onnx"):
+        Pipeline.load(copy)
+    with pytest.raises(ArtifactError, match="not a jflow artifact"):
+        Pipeline.load(tmp_path / "nothing")
+    with pytest.raises(JFlowError, match="unknown backend"):
+        Pipeline.load(tiny_artifact, backend="tensorflow")
+
+
+def test_using_the_runtime_imports_no_torch(tiny_artifact, photo, tmp_path):
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    code = f"""
+import sys
+from jflow.runtime.pipeline import Pipeline
+p = Pipeline.load({str(tiny_artifact)!r})
+p.generate("a cat", steps=1, seed=0)[0].save({str(tmp_path / 'out.png')!r})
+print("".join(p.answer_stream({str(tmp_path / 'photo.png')!r}, "what is this?", max_new_tokens=3)) is not None)
+print(",".join(m for m in ("torch", "transformers", "diffusers") if m in sys.modules) or "clean")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == "clean"
+    assert (tmp_path / "out.png").is_file()
