@@ -97,6 +97,51 @@ def onnx_command(model, out, precision, max_batch, max_context, max_new_tokens, 
     click.echo(f"wrote {out} in {time.perf_counter() - started:.1f}s; check it with: jflow-export verify {out}")
 
 
+@main.command("build")
+@click.option("--model", default=None, help="Checkpoint folder or 'tiny'; needed only when OUT holds no artifact yet.")
+@click.option("--out", required=True, type=click.Path(), help="Artifact folder (exported first if it has none).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp16", show_default=True)
+@click.option("--target", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto", show_default=True,
+              help="auto: TensorRT when TensorRT and a GPU are here, else ONNX Runtime.")
+@click.option("--components", default=None, help="Comma-separated graphs to build (default: all).")
+@click.option("--max-batch", default=4, show_default=True, type=click.IntRange(1))
+@click.option("--max-context", default=1024, show_default=True, type=click.IntRange(2))
+@click.option("--max-new-tokens", default=512, show_default=True, type=click.IntRange(1))
+@click.option("--workspace", "workspace_mib", default=None, type=click.IntRange(1), help="TensorRT workspace cap, MiB.")
+@click.option("--opt-level", default=None, type=click.IntRange(0, 5), help="TensorRT builder optimization level.")
+@click.option("--timing-cache", default=None, type=click.Path(), help="TensorRT timing cache file (reused, updated).")
+def build_command(model, out, precision, target, components, max_batch, max_context, max_new_tokens, workspace_mib,
+                  opt_level, timing_cache):
+    """Build engines for the target in OUT, exporting the ONNX artifact first when OUT has none."""
+    from pathlib import Path
+
+    from jflow.engines.build import build
+    from jflow.engines.targets import choose_target, tensorrt_status
+    from jflow.runtime.manifest import MANIFEST_NAME
+    out_path = Path(out)
+    has_artifact = (out_path / MANIFEST_NAME).is_file()
+    status = tensorrt_status() if target != "onnxruntime" else None
+    choose_target(target, out, status, artifact_ready=has_artifact)  # fail fast, before any export
+    if has_artifact:
+        click.echo(f"using the ONNX artifact in {out}", err=True)
+    else:
+        if model is None:
+            raise click.ClickException(f"{out} holds no artifact yet: pass --model PATH (or tiny) to export one")
+        from jflow.export.artifact import export_artifact
+        from jflow.export.spec import Limits
+        ref = _load_reference(model, None, load_vae=True)
+        click.echo(f"exporting {model} ({precision}) to {out}", err=True)
+        export_artifact(ref, out_path, precision=precision, log=lambda line: click.echo(line, err=True),
+                        limits=Limits(max_batch=max_batch, max_context=max_context, max_new_tokens=max_new_tokens))
+        del ref
+    started = time.perf_counter()
+    chosen = build(out_path, target=target, components=components.split(",") if components else None,
+                   workspace_mib=workspace_mib, opt_level=opt_level,
+                   timing_cache=Path(timing_cache) if timing_cache else None,
+                   log=lambda line: click.echo(line, err=True), status=status)
+    click.echo(f"built the {chosen} target in {out} in {time.perf_counter() - started:.1f}s")
+
+
 @main.command()
 @click.argument("artifact", type=click.Path())
 @click.option("--backend", default="onnxruntime", show_default=True, help="Only onnxruntime for now.")

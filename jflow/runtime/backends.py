@@ -16,7 +16,7 @@ import numpy as np
 
 from jflow.errors import InputError, JFlowError
 
-BACKENDS = ("auto", "onnxruntime")
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
 # Preferred ONNX Runtime providers, best first; the CPU is always last.
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64}
@@ -91,10 +91,25 @@ class OnnxRuntimeBackend:
         return handle.numpy() if isinstance(handle, self.ort.OrtValue) else np.asarray(handle)
 
 
-def make_backend(backend: str = "auto", providers: list[str] | None = None, threads: int | None = None) -> Backend:
-    """'auto' picks the best available backend: ONNX Runtime with GPU providers when installed, else CPU."""
+def make_backend(backend: str = "auto", providers: list[str] | None = None, threads: int | None = None,
+                 engines: dict | None = None) -> Backend:
+    """'auto' picks TensorRT when the artifact has engines for this TensorRT and GPU, else ONNX Runtime
+    (with its GPU providers when installed, else the CPU). `engines` is the manifest's engines section."""
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    section = (engines or {}).get("tensorrt")
+    if backend == "tensorrt":
+        if not section:
+            raise InputError("this artifact has no TensorRT engines; build them on the device with "
+                             "`jflow-export build --out DIR --target tensorrt`")
+        from jflow.runtime.tensorrt_backend import TensorRTBackend
+        return TensorRTBackend(section)
+    if backend == "auto" and section:
+        try:
+            from jflow.runtime.tensorrt_backend import TensorRTBackend
+            return TensorRTBackend(section)
+        except Exception:  # no TensorRT here, or engines for another GPU: ONNX Runtime still runs
+            pass
     try:
         return OnnxRuntimeBackend(providers, threads)
     except ImportError as exc:

@@ -60,13 +60,18 @@ class Pipeline:
         """Read and check the artifact (schema version, sha256 of every file) and pick a backend."""
         manifest = Manifest.load(artifact, check_files=check_files)
         processor = ProcessorSettings.from_dir(manifest.root)
-        return cls(manifest, make_backend(backend, providers, threads),
+        return cls(manifest, make_backend(backend, providers, threads, manifest.data.get("engines")),
                    JanusFlowTokenizer.from_dir(manifest.root, processor), processor)
 
     def graph(self, name: str):
         """The opened graph (opened on first use, so an answer-only app never loads the VAE)."""
         if name not in self._graphs:
-            self._graphs[name] = self.backend.open(self.manifest.graph_path(name), self.manifest.graph(name))
+            path = self.manifest.graph_path(name)
+            optimized = self.manifest.data.get("engines", {}).get("onnxruntime", {})
+            if self.backend.name == "onnxruntime" and name in optimized.get("graphs", {}) \
+                    and optimized.get("onnxruntime_version") == self.backend.ort.__version__:
+                path = self.manifest.path(optimized["graphs"][name])  # saved after ORT's offline optimization
+            self._graphs[name] = self.backend.open(path, self.manifest.graph(name))
         return self._graphs[name]
 
     def embed(self, ids: np.ndarray) -> np.ndarray:

@@ -1,0 +1,87 @@
+"""Which engine target a build uses, and a clear answer when TensorRT or a GPU is missing."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from jflow.errors import JFlowError
+
+TARGETS = ("auto", "tensorrt", "onnxruntime")
+
+INSTALL_HELP = """\
+How to get TensorRT (10.3 or newer):
+  Jetson (Orin):   JetPack 6 ships it: sudo apt install nvidia-jetpack, then python3 -c "import tensorrt"
+                   (the python3-libnvinfer package; use the system Python or a venv with --system-site-packages)
+  Desktop / server: pip install tensorrt   (needs an NVIDIA driver and CUDA 12), and pip install cuda-python
+{next_step}"""
+READY = """The ONNX artifact in {out} is ready: copy the folder to the device and run there
+  jflow-export build --out {out} --target tensorrt"""
+NOT_YET = """{out} holds no ONNX artifact yet: export it here with
+  jflow-export onnx --model CHECKPOINT --out {out} --precision fp16
+then copy the folder to the device and run there
+  jflow-export build --out {out} --target tensorrt"""
+
+
+class TargetUnavailable(JFlowError):
+    """The requested engine target cannot be built on this machine."""
+
+
+@dataclass(frozen=True)
+class TensorRTStatus:
+    available: bool
+    reason: str = ""
+    version: str = ""
+    gpu_name: str = ""
+    compute_capability: str = ""
+
+
+def gpu_identity() -> tuple[str, str]:
+    """(GPU name, compute capability) of device 0, via cuda-python or nvidia-smi."""
+    try:
+        from cuda import cudart  # cuda-python
+        err, props = cudart.cudaGetDeviceProperties(0)
+        if int(err) == 0:
+            name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+            return name.strip("\x00 "), f"{props.major}.{props.minor}"
+    except Exception:  # not installed, or no usable device: try the next way
+        pass
+    if shutil.which("nvidia-smi"):
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+        if out.returncode == 0 and out.stdout.strip():
+            name, cc = (part.strip() for part in out.stdout.splitlines()[0].split(","))
+            return name, cc
+    raise RuntimeError("no NVIDIA GPU found (neither cuda-python nor nvidia-smi reports one)")
+
+
+def tensorrt_status() -> TensorRTStatus:
+    try:
+        import tensorrt
+        version = tensorrt.__version__
+    except Exception as exc:  # ImportError, or the registry stub that fails on import
+        return TensorRTStatus(False, f"TensorRT cannot be imported ({type(exc).__name__}: {exc})")
+    try:
+        name, cc = gpu_identity()
+    except Exception as exc:
+        return TensorRTStatus(False, str(exc), version=version)
+    return TensorRTStatus(True, version=version, gpu_name=name, compute_capability=cc)
+
+
+def choose_target(requested: str, out: str, status: TensorRTStatus | None = None,
+                  artifact_ready: bool = True) -> tuple[str, str]:
+    """(target, note). `tensorrt` without TensorRT+GPU raises; `auto` falls back to onnxruntime and says so."""
+    if requested not in TARGETS:
+        raise TargetUnavailable(f"unknown target {requested!r}; choose one of {', '.join(TARGETS)}")
+    if requested == "onnxruntime":
+        return "onnxruntime", ""
+    status = status or tensorrt_status()
+    if status.available:
+        return "tensorrt", f"TensorRT {status.version} on {status.gpu_name} (sm {status.compute_capability})"
+    if requested == "tensorrt":
+        raise TargetUnavailable(f"cannot build TensorRT engines here: {status.reason}.\n"
+                                + INSTALL_HELP.format(next_step=(READY if artifact_ready else NOT_YET).format(out=out)))
+    return "onnxruntime", (f"TensorRT is not available ({status.reason}); building the ONNX Runtime target "
+                           f"instead. For TensorRT engines, build on the device:\n  jflow-export build --out {out} "
+                           "--target tensorrt")

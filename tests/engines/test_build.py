@@ -1,0 +1,103 @@
+"""`jflow-export build`: the ONNX Runtime target on CPU, the TensorRT target where TensorRT and a GPU exist."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from jflow.cli import main
+from jflow.engines.build import build
+from jflow.engines.targets import tensorrt_status
+from jflow.runtime.backends import make_backend
+from jflow.runtime.manifest import Manifest
+from jflow.runtime.pipeline import Pipeline
+
+HAS_TENSORRT = tensorrt_status().available
+needs_tensorrt = pytest.mark.skipif(not HAS_TENSORRT, reason="needs TensorRT and an NVIDIA GPU: "
+                                    + (tensorrt_status().reason or "present"))
+
+
+@pytest.fixture
+def artifact_copy(tiny_artifact, tmp_path):
+    return shutil.copytree(tiny_artifact, tmp_path / "art")
+
+
+def test_onnxruntime_target(artifact_copy):
+    assert build(artifact_copy, target="onnxruntime", log=lambda _: None) == "onnxruntime"
+    m = Manifest.load(artifact_copy)  # every new file is hashed, the manifest still checks out
+    graphs = m.data["engines"]["onnxruntime"]["graphs"]
+    assert set(graphs) == set(m.graphs)
+    assert all((artifact_copy / rel).is_file() and rel in m.files for rel in graphs.values())
+    pipe = Pipeline.load(artifact_copy)
+    optimized = pipe.generate_latents("a cat", steps=2, seed=1)
+    assert pipe.graph("llm").session._model_path.endswith("ort/llm.onnx")  # the optimized graph is used
+    plain = Pipeline.load(artifact_copy)
+    plain.manifest.data["engines"] = {}
+    assert np.abs(optimized - plain.generate_latents("a cat", steps=2, seed=1)).max() <= 1e-5
+
+
+def test_auto_target_without_tensorrt_builds_onnxruntime_and_says_so(artifact_copy):
+    if HAS_TENSORRT:
+        pytest.skip("TensorRT is present here")
+    lines = []
+    assert build(artifact_copy, target="auto", components=["siglip"], log=lines.append) == "onnxruntime"
+    assert "building the ONNX Runtime target instead" in lines[0]
+    assert json.loads((artifact_copy / "manifest.json").read_text())["engines"]["onnxruntime"]["graphs"] == \
+        {"siglip": "ort/siglip.onnx"}
+
+
+def test_cli_build_exports_first_then_builds(tmp_path):
+    result = CliRunner().invoke(main, ["build", "--model", "tiny", "--out", str(tmp_path / "a"), "--target",
+                                       "onnxruntime", "--precision", "fp32", "--max-context", "700"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "a" / "ort" / "llm.onnx").is_file() and "built the onnxruntime target" in result.output
+
+
+def test_cli_tensorrt_target_fails_fast_without_tensorrt(tmp_path, artifact_copy):
+    if HAS_TENSORRT:
+        pytest.skip("TensorRT is present here")
+    result = CliRunner().invoke(main, ["build", "--model", "tiny", "--out", str(tmp_path / "new"),
+                                       "--target", "tensorrt"])
+    assert result.exit_code == 1 and "JetPack" in result.output and "jflow-export onnx --model" in result.output
+    assert not (tmp_path / "new").exists()  # failed before exporting anything
+    result = CliRunner().invoke(main, ["build", "--out", str(artifact_copy), "--target", "tensorrt"])
+    assert result.exit_code == 1 and "is ready" in result.output and "Traceback" not in result.output
+
+
+def test_backend_selection_without_engines(tiny_artifact):
+    from jflow.errors import InputError
+    with pytest.raises(InputError, match="no TensorRT engines"):
+        make_backend("tensorrt", engines={})
+    fallback = make_backend("auto", engines={"tensorrt": {"tensorrt_version": "0", "gpu_name": "x",
+                                                          "compute_capability": "0", "graphs": {}}})
+    assert fallback.name == "onnxruntime"  # engines it cannot use: ONNX Runtime still runs
+
+
+@pytest.mark.tensorrt
+@needs_tensorrt
+def test_tensorrt_build_and_parity(artifact_copy):
+    assert build(artifact_copy, target="tensorrt", log=lambda _: None) == "tensorrt"
+    m = Manifest.load(artifact_copy)
+    assert set(m.data["engines"]["tensorrt"]["graphs"]) == set(m.graphs)
+    trt, ort = Pipeline.load(artifact_copy, backend="tensorrt"), Pipeline.load(artifact_copy, backend="onnxruntime")
+    a, b = trt.generate_latents("a cat", steps=3, seed=0), ort.generate_latents("a cat", steps=3, seed=0)
+    assert np.abs(a - b).max() <= 1e-2
+    photo = np.zeros((64, 64, 3), np.uint8)
+    assert trt.answer_tokens(photo, "what?", max_new_tokens=4) == ort.answer_tokens(photo, "what?", max_new_tokens=4)
+    lines = []
+    build(artifact_copy, target="tensorrt", log=lines.append)  # second build reuses every engine
+    assert all("up to date" in line for line in lines if line.strip())
+
+
+@pytest.mark.tensorrt
+@needs_tensorrt
+def test_stale_engine_is_refused(artifact_copy):
+    from jflow.runtime.tensorrt_backend import StaleEngineError
+    build(artifact_copy, target="tensorrt", components=["siglip"], log=lambda _: None)
+    manifest = json.loads((artifact_copy / "manifest.json").read_text())
+    manifest["engines"]["tensorrt"]["tensorrt_version"] = "9.0.0"
+    (artifact_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(StaleEngineError, match="rebuild"):
+        make_backend("tensorrt", engines=manifest["engines"])
