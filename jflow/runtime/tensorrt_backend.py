@@ -46,11 +46,12 @@ class TensorRTGraph:
             self.runner.set_profile(index)
             self.profile = index
         results = self.runner.infer(feeds, copy_outputs_to_host=False)
-        names = outputs or list(results)
         owned = {}
-        for name in names:
+        for name in outputs or list(results):
             view = results[name]
-            owned[name] = cuda.DeviceArray(shape=view.shape, dtype=view.dtype).copy_from(view)
+            owned[name] = copy = cuda.DeviceArray(shape=view.shape, dtype=view.dtype)
+            cuda.wrapper().memcpy(dst=copy.ptr, src=view.ptr, nbytes=view.nbytes,
+                                  kind=cuda.MemcpyKind.DeviceToDevice)
         return owned
 
 
@@ -75,8 +76,9 @@ class TensorRTBackend:
 
     def to_device(self, array: np.ndarray):
         from polygraphy import cuda
+        from polygraphy.datatype import DataType
         array = np.ascontiguousarray(array)
-        return cuda.DeviceArray(shape=array.shape, dtype=array.dtype).copy_from(array)
+        return cuda.DeviceArray(shape=array.shape, dtype=DataType.from_dtype(array.dtype)).copy_from(array)
 
     def to_host(self, handle) -> np.ndarray:
         return handle.numpy() if hasattr(handle, "numpy") else np.asarray(handle)
