@@ -206,6 +206,38 @@ def chat(artifact, image, question, max_new_tokens, temperature, top_p, seed, ba
     click.echo()
 
 
+@main.command("profile")
+@click.argument("artifact", type=click.Path())
+@BACKEND_OPTION
+@click.option("--runs", default=5, show_default=True, type=click.IntRange(1), help="Timed runs per stage.")
+@click.option("--warmup", default=2, show_default=True, type=click.IntRange(0), help="Untimed runs first.")
+@click.option("--steps", default=30, show_default=True, type=click.IntRange(1), help="ODE steps of a generation.")
+@click.option("--json", "json_path", default=None, type=click.Path(), help="Write the results as JSON.")
+@click.option("--trace", "trace_path", default=None, type=click.Path(),
+              help="Write a Chrome trace of one generation and one answer (open it in Perfetto).")
+def profile_command(artifact, backend, runs, warmup, steps, json_path, trace_path):
+    """Latency of every stage on this machine: p50 / p90 / min per stage, peak memory."""
+    import json
+
+    from jflow.runtime.profile_stages import profile, stage_plan, trace_requests
+    pipe = _load_pipeline(artifact, backend)
+    with click.progressbar(length=len(stage_plan(pipe)) * runs, label="profiling", file=sys.stderr) as bar:
+        report = profile(pipe, runs=runs, warmup=warmup, steps=steps, tick=lambda: bar.update(1))
+    click.echo(f"{'stage':<24} {'p50 ms':>10} {'p90 ms':>10} {'min ms':>10}")
+    for name, s in report["stages"].items():
+        click.echo(f"{name:<24} {s['p50_ms']:>10.2f} {s['p90_ms']:>10.2f} {s['min_ms']:>10.2f}")
+    click.echo(f"peak host RSS {report['peak_host_rss_mib']:.0f} MiB; backend {report['backend']} "
+               f"({report['device']['backend_device']}), {report['precision']}")
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+        click.echo(f"wrote {json_path}")
+    if trace_path:
+        trace_requests(pipe, steps).write_chrome_trace(trace_path, {"artifact": str(artifact),
+                                                                    "backend": report["backend"]})
+        click.echo(f"wrote {trace_path} (open it at ui.perfetto.dev)")
+
+
 @main.group(cls=_Group)
 def reference():
     """Run the PyTorch reference (the oracle) directly, on the CPU."""

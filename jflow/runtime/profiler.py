@@ -1,0 +1,70 @@
+"""Timing spans for profiling: statistics per stage, a Chrome-trace file (opens in Perfetto), and NVTX
+ranges when the `nvtx` package is installed (so Nsight Systems shows the same names)."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+try:  # optional: NVTX ranges for Nsight Systems
+    import nvtx as _nvtx
+except Exception:  # not installed (or no CUDA): spans are still timed and traced
+    _nvtx = None
+
+
+class Tracer:
+    """Records named spans; `events()` gives Chrome-trace 'X' events in microseconds."""
+
+    def __init__(self):
+        self.origin = time.perf_counter_ns()
+        self.spans: list[tuple[str, int, int, int, dict]] = []
+
+    @contextmanager
+    def span(self, name: str, **args):
+        if _nvtx is not None:
+            _nvtx.push_range(name)
+        start = time.perf_counter_ns()
+        try:
+            yield
+        finally:
+            end = time.perf_counter_ns()
+            if _nvtx is not None:
+                _nvtx.pop_range()
+            self.spans.append((name, start - self.origin, end - start, threading.get_ident(), args))
+
+    def events(self) -> list[dict]:
+        pid = os.getpid()
+        return [{"name": name, "ph": "X", "ts": start / 1e3, "dur": dur / 1e3, "pid": pid, "tid": tid,
+                 "cat": name.split(".")[0], "args": args} for name, start, dur, tid, args in self.spans]
+
+    def write_chrome_trace(self, path: str | Path, metadata: dict | None = None) -> None:
+        trace = {"traceEvents": self.events(), "displayTimeUnit": "ms", "otherData": metadata or {}}
+        Path(path).write_text(json.dumps(trace), encoding="utf-8")
+
+
+class TracedGraph:
+    """A graph whose every run is a span named graph.<name> (wraps any backend's graph)."""
+
+    def __init__(self, inner, name: str, tracer: Tracer):
+        self.inner, self.name, self.tracer = inner, name, tracer
+
+    def run(self, feeds, outputs=None):
+        with self.tracer.span(f"graph.{self.name}"):
+            return self.inner.run(feeds, outputs)
+
+
+def summarize(times_s: list[float]) -> dict:
+    ms = np.asarray(times_s) * 1e3
+    return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
+            "min_ms": float(ms.min()), "runs": len(ms)}
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
