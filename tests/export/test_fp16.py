@@ -63,3 +63,12 @@ def test_io_dtypes_follow_the_policy(artifact16):
     vae = onnx.load(str(artifact16 / "onnx" / "vae_decoder.onnx"))
     assert all(t.data_type == FLOAT for t in vae.graph.initializer if t.data_type in (FLOAT, FLOAT16))
     assert np.load(artifact16 / "embeddings" / "embed_tokens.npy").dtype == np.float16
+
+
+def test_fp16_pipeline_tracks_the_fp32_reference(artifact16, tiny_ref):
+    from jflow.runtime.pipeline import Pipeline
+    pipe = Pipeline.load(artifact16)
+    ours = pipe.generate_latents("a red cube", steps=3, seed=2)
+    ref = tiny_ref.generate("a red cube", steps=3, seed=2).latents
+    assert np.isfinite(ours).all()
+    assert np.linalg.norm(ours - ref) / np.linalg.norm(ref) <= 2e-2
