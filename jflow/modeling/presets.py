@@ -59,3 +59,13 @@ def tiny_vae_config() -> dict:
     from jflow.modeling.vae import SDXL_VAE_CONFIG
     return {**SDXL_VAE_CONFIG, "block_out_channels": [8, 16, 16, 16], "layers_per_block": 1,
             "norm_num_groups": 8, "sample_size": 384}
+
+
+def bench_config(vocab_size: int = 102400, layers: int = 2, vision_layers: int = 2) -> dict:
+    """The `bench` preset: the real widths and vocabulary (LLM 2048 x 5632, 16 heads, 102400 tokens;
+    SigLIP 1024; UViT 768/1536) with few layers, so timings mean something on a 2-core CPU and a run
+    takes minutes. Per-layer costs scale to the full model; the lm_head and embeddings are full size."""
+    config = janusflow_1_3b_config()
+    config["vision_und_enc_config"]["params"]["layers"] = vision_layers
+    config["language_config"].update({"num_hidden_layers": layers, "vocab_size": vocab_size})
+    return copy.deepcopy(config)

@@ -16,7 +16,7 @@ import numpy as np
 
 from jflow.runtime.batching import generation_batch, understanding_batch
 from jflow.runtime.ode import initial_noise, time_grid
-from jflow.runtime.profiler import TracedGraph, Tracer, peak_rss_mib, summarize
+from jflow.runtime.profiler import TracedGraph, Tracer, device_memory_used_mib, peak_rss_mib, summarize
 
 PROMPT = "a red cube on a wooden table, studio light"
 QUESTION = "What is in this picture?"
@@ -96,7 +96,7 @@ def profile(pipe, runs: int = 5, warmup: int = 2, steps: int = 30, tick: Callabl
     return {"device": _device(pipe), "backend": pipe.backend.name, "precision": pipe.manifest.precision,
             "steps": steps, "runs": runs, "warmup": warmup, "stages": stages,
             "peak_host_rss_mib": round(peak_rss_mib(), 1),
-            "device_memory": None if pipe.backend.device == "cpu" else "not measured yet",
+            "device_memory_used_mib": None if pipe.backend.device == "cpu" else device_memory_used_mib(),
             "versions": _versions()}
 
 

@@ -66,5 +66,17 @@ def summarize(times_s: list[float]) -> dict:
             "min_ms": float(ms.min()), "runs": len(ms)}
 
 
+def device_memory_used_mib() -> float | str:
+    """GPU memory in use on device 0 (all processes), via cuda-python; a reason string when unavailable."""
+    try:
+        from cuda import cudart
+        err, free, total = cudart.cudaMemGetInfo()
+        if int(err) != 0:
+            return f"cudaMemGetInfo failed ({err})"
+        return round((total - free) / 2**20, 1)
+    except Exception as exc:  # cuda-python missing, or no device
+        return f"not measured: {type(exc).__name__}: {exc}"
+
+
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux

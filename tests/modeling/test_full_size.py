@@ -89,3 +89,11 @@ def test_full_size_geometry():
     assert config.siglip.num_patches == 576
     assert config.gen_grid == 24 and config.num_gen_tokens == 576
     assert config.siglip.layers == 24 and config.siglip.mlp_dim == 4096
+
+
+def test_bench_preset_has_real_widths_and_vocabulary():
+    from jflow.modeling.presets import bench_config
+    config = JanusFlowConfig.from_dict(bench_config(layers=2))
+    assert config.hidden_size == 2048 and config.language["vocab_size"] == 102400
+    assert config.language["num_hidden_layers"] == 2 and config.siglip.width == 1024 and config.siglip.layers == 2
+    assert config.gen_encoder.channels == 768 and config.num_gen_tokens == 576
