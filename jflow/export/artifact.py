@@ -9,7 +9,6 @@ half artifact under DIR.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -22,6 +21,7 @@ import torch
 
 from jflow import __version__
 from jflow.errors import InputError
+from jflow.fsutil import publish_dir
 from jflow.export import gen_decoder, gen_encoder, llm, reference_io, siglip, vae_decoder
 from jflow.export.onnx_export import OPSET, export_graph
 from jflow.export.precision import PRECISIONS, activation_dtype, policy_table
@@ -64,7 +64,7 @@ def export_artifact(ref, out: str | Path, precision: str = "fp32", limits: Limit
         raise InputError(f"cannot write in {out.parent}: {exc}") from exc
     try:
         _write(ref, tmp, precision, limits, e2e_steps, e2e_tokens, log)
-        _swap_into_place(tmp, out)
+        publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -146,15 +146,3 @@ def _tool_versions() -> dict:
             pass
     return found
 
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it private; the artifact is an ordinary folder
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)

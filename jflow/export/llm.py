@@ -60,10 +60,10 @@ def spec(config, limits: Limits, act: str = "float32") -> GraphSpec:
 
 
 def example(config, generator: torch.Generator, batch: int = 3, seq: int = 5, past: int = 4) -> dict:
-    """A decode-like step after a left-padded prompt (row 0 has 2 pad positions)."""
+    """A step after a left-padded prompt (row 0 has up to 2 pad positions in the past)."""
     layers, kv_heads, head_dim = kv_geometry(config)
     mask = torch.ones(batch, past + seq, dtype=torch.long)
-    mask[0, :2] = 0
+    mask[0, :min(2, past)] = 0
     positions = (mask.cumsum(1) - 1).clamp(min=0)[:, past:]
     out = {"inputs_embeds": torch.randn(batch, seq, config.hidden_size, generator=generator),
            "attention_mask": mask, "position_ids": positions}

@@ -9,7 +9,6 @@ reported in one error; the unused SigLIP attention-pool keys may be present or a
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 
 from jflow.errors import CheckpointError
+from jflow.fsutil import publish_dir
 from jflow.modeling.config import CONFIG_FILE, JanusFlowConfig, read_config
 from jflow.modeling.janusflow import JanusFlow
 from jflow.modeling.reference import JanusFlowReference
@@ -104,12 +104,7 @@ def save_checkpoint(reference: JanusFlowReference, out: str | Path, dtype: torch
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         _write_checkpoint(reference, tmp, dtype, shard_bytes)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it private
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

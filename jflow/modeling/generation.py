@@ -44,7 +44,7 @@ def generate(ref, prompts, steps: int = 30, cfg_weight: float = 2.0, seed: int |
     model, n = ref.model, len(prompts)
     size = model.config.latent_size
     if noise is None:
-        noise = initial_noise(int(np.random.SeedSequence().entropy % 2**63) if seed is None else seed, n, size)
+        noise = initial_noise(seed, n, size)
     noise = np.asarray(noise, dtype=np.float32)
     if noise.shape != (n, LATENT_CHANNELS, size, size):
         raise InputError(f"noise must be [{n}, {LATENT_CHANNELS}, {size}, {size}] for {n} prompt(s), "

@@ -29,11 +29,12 @@ def time_grid(steps: int) -> tuple[np.ndarray, np.float32]:
     return t, np.float32(dt.item())
 
 
-def initial_noise(seed: int, count: int, latent_size: int) -> np.ndarray:
-    """Starting latents z0 ~ N(0, 1), [count, 4, size, size] float32, from a numpy PCG64 stream.
+def initial_noise(seed: int | None, count: int, latent_size: int) -> np.ndarray:
+    """Starting latents z0 ~ N(0, 1), [count, 4, size, size] float32, from a numpy PCG64 stream
+    (a fresh random seed when `seed` is None).
 
     Numpy rather than torch RNG so that a seed gives the same image on the host reference and on a
     device running only the runtime.
     """
-    rng = np.random.Generator(np.random.PCG64(seed))
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence().entropy if seed is None else seed))
     return rng.standard_normal((count, LATENT_CHANNELS, latent_size, latent_size), dtype=np.float32)

@@ -108,22 +108,18 @@ class Pipeline:
                                  "--max-context")
         shape = (len(id_lists), LATENT_CHANNELS, self.latent_size, self.latent_size)
         if noise is None:
-            noise = initial_noise(int(np.random.SeedSequence().entropy % 2**63) if seed is None else seed,
-                                  len(id_lists), self.latent_size)
+            noise = initial_noise(seed, len(id_lists), self.latent_size)
         noise = np.asarray(noise, dtype=np.float32)
         if noise.shape != shape:
             raise InputError(f"noise must be {list(shape)}, got {list(noise.shape)}")
         chunk = int(self.limits["max_batch"])  # the artifact's batch limit: larger requests run in chunks
-        done = [0]
-
-        def chunk_progress(k, total):
-            if progress is not None:
-                progress(done[0] + k, total * len(range(0, len(id_lists), chunk)))
+        starts = range(0, len(id_lists), chunk)
         out = []
-        for start in range(0, len(id_lists), chunk):
+        for i, start in enumerate(starts):
+            report = None if progress is None else (
+                lambda k, _, done=i * steps: progress(done + k, steps * len(starts)))
             out.append(sample_latents(self, id_lists[start:start + chunk], noise[start:start + chunk], steps,
-                                      cfg_weight, chunk_progress, reuse_prompt_kv))
-            done[0] += steps
+                                      cfg_weight, report, reuse_prompt_kv))
         return np.concatenate(out)
 
     def decode_latents(self, latents: np.ndarray) -> np.ndarray:

@@ -31,11 +31,12 @@ def sample_latents(pipe, id_lists: list[list[int]], noise: np.ndarray, steps: in
         past = dict(zip(pipe.past_names, (prefill[name] for name in pipe.present_names)))
         step_mask, step_pos = backend.to_device(step_mask), backend.to_device(step_pos)
     t_grid, dt = time_grid(steps)
+    times = [backend.to_device(np.full(n, t, np.float32)) for t in t_grid]  # uploaded once, not per step
     dt = backend.to_device(np.array([dt], np.float32))
     cfg = backend.to_device(np.array([cfg_weight], np.float32))
     z = backend.to_device(np.ascontiguousarray(noise, np.float32))
     for k in range(steps):
-        enc = encoder.run({"z": z, "t": np.full(n, t_grid[k], np.float32)})
+        enc = encoder.run({"z": z, "t": times[k]})
         if reuse_prompt_kv:
             hidden = llm.run({"inputs_embeds": enc["step_embeds"], "attention_mask": step_mask,
                               "position_ids": step_pos, **past}, ["hidden_states"])["hidden_states"]

@@ -51,14 +51,7 @@ def _check(session, graph, feeds):
 @pytest.mark.parametrize("batch, seq, past", [(1, 7, 0), (3, 5, 4), (3, 1, 9), (1, 577, 12)])
 def test_llm_matches_pytorch(sessions, tiny_ref, batch, seq, past):
     config = tiny_ref.model.config
-    g = torch.Generator().manual_seed(batch * 100 + seq + past)
-    feeds = llm.example(config, g, batch=batch, seq=seq, past=past) if past >= 2 else None
-    if feeds is None:  # the example left-pads two positions; with little past build it by hand
-        layers, kv, hd = llm.kv_geometry(config)
-        feeds = {"inputs_embeds": torch.randn(batch, seq, config.hidden_size, generator=g),
-                 "attention_mask": torch.ones(batch, past + seq, dtype=torch.long),
-                 "position_ids": torch.arange(past, past + seq).expand(batch, seq).contiguous()}
-        feeds.update({n: torch.randn(batch, kv, past, hd, generator=g) for n in llm.kv_names(layers, "past")})
+    feeds = llm.example(config, torch.Generator().manual_seed(batch * 100 + seq + past), batch=batch, seq=seq, past=past)
     _check(sessions["llm"], llm.LlmGraph(tiny_ref.model), {k: v.numpy() for k, v in feeds.items()})
 
 
