@@ -85,7 +85,7 @@ def onnx_command(model, out, precision, max_batch, max_context, max_new_tokens, 
     from pathlib import Path
 
     from jflow.export.artifact import export_artifact
-    from jflow.export.spec import Limits
+    from jflow.artifact.spec import Limits
     if Path(out).exists() and not force:  # fail before loading a model
         raise click.ClickException(f"{out} already exists; choose another folder, or replace it with --force")
     ref = _load_reference(model, vae, load_vae=True)
@@ -117,7 +117,7 @@ def build_command(model, out, precision, target, components, max_batch, max_cont
 
     from jflow.engines.build import build
     from jflow.engines.targets import choose_target, tensorrt_status
-    from jflow.runtime.manifest import MANIFEST_NAME
+    from jflow.artifact.manifest import MANIFEST_NAME
     out_path = Path(out)
     has_artifact = (out_path / MANIFEST_NAME).is_file()
     status = tensorrt_status() if target != "onnxruntime" else None
@@ -128,7 +128,7 @@ def build_command(model, out, precision, target, components, max_batch, max_cont
         if model is None:
             raise click.ClickException(f"{out} holds no artifact yet: pass --model PATH (or tiny) to export one")
         from jflow.export.artifact import export_artifact
-        from jflow.export.spec import Limits
+        from jflow.artifact.spec import Limits
         ref = _load_reference(model, None, load_vae=True)
         click.echo(f"exporting {model} ({precision}) to {out}", err=True)
         export_artifact(ref, out_path, precision=precision, log=lambda line: click.echo(line, err=True),
@@ -144,38 +144,52 @@ def build_command(model, out, precision, target, components, max_batch, max_cont
 
 @main.command()
 @click.argument("artifact", type=click.Path())
-@click.option("--backend", default="onnxruntime", show_default=True, help="Only onnxruntime for now.")
-@click.option("--graph", "graphs", multiple=True, help="Check only this graph (repeatable).")
+@click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt", "auto"]), default="onnxruntime",
+              show_default=True, help="Where to run the graphs (tensorrt needs engines built on this device).")
+@click.option("--graph", "graphs", multiple=True,
+              help="Check only this graph or end-to-end case (generation, understanding); repeatable.")
 def verify(artifact, backend, graphs):
-    """Run every graph of ARTIFACT on its shipped reference inputs and compare; exit 1 on any FAIL."""
+    """Check ARTIFACT's contract and files, run every graph on its shipped reference inputs, and replay the
+    end-to-end cases through the runtime; exit 1 on any FAIL."""
     from jflow.runtime.verify import format_table, verify_artifact
     report = verify_artifact(artifact, backend=backend, graphs=list(graphs) or None)
     click.echo(format_table(report))
     sys.exit(0 if report.ok else 1)
 
 
-def _load_pipeline(artifact: str, backend: str):
+def _load_pipeline(artifact: str, backend: str, threads: int | None, spin: bool, check_files: str):
     from jflow.runtime.pipeline import Pipeline
-    pipe = Pipeline.load(artifact, backend=backend)
-    click.echo(f"{artifact}: {pipe.manifest.precision}, backend {pipe.backend.name} ({pipe.backend.device})", err=True)
+    started = time.perf_counter()
+    pipe = Pipeline.load(artifact, backend=backend, threads=threads, spin=spin, check_files=check_files)
+    click.echo(f"{artifact}: {pipe.manifest.precision}, backend {pipe.backend.name} ({pipe.backend.device}), "
+               f"llm form {pipe.llm.graph_name}, checked in {time.perf_counter() - started:.2f}s", err=True)
     return pipe
 
 
-BACKEND_OPTION = click.option("--backend", default="auto", show_default=True,
-                              help="auto picks the best available (onnxruntime with GPU providers when installed).")
+_runtime_options = _options(
+    click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto",
+                 show_default=True, help="auto: TensorRT when the artifact has engines and TensorRT is installed, "
+                                         "else onnxruntime (with its GPU provider when installed)."),
+    click.option("--threads", default=None, type=click.IntRange(1), help="ONNX Runtime intra-op threads "
+                                                                           "(default: one per core)."),
+    click.option("--spin/--no-spin", default=False, show_default=True,
+                 help="Let idle ONNX Runtime workers spin instead of sleeping (can cut latency when the cores are "
+                      "yours alone; slower when other processes compete for them)."),
+    click.option("--check-files", type=click.Choice(["stamp", "full"]), default="stamp", show_default=True,
+                 help="stamp: re-hash only files changed since the last full check; full: hash every file."))
 
 
 @main.command()
 @click.argument("artifact", type=click.Path())
 @click.argument("prompt")
 @_generation_options
-@BACKEND_OPTION
-def generate(artifact, prompt, out, steps, cfg_weight, seed, count, backend):
+@_runtime_options
+def generate(artifact, prompt, out, steps, cfg_weight, seed, count, backend, threads, spin, check_files):
     """Text to image with an exported ARTIFACT (no torch needed)."""
     from jflow.runtime.image_io import save_images
     from jflow.runtime.requests import check_generation_args
     check_generation_args(steps, cfg_weight)  # fail before loading anything
-    pipe = _load_pipeline(artifact, backend)
+    pipe = _load_pipeline(artifact, backend, threads, spin, check_files)
     started = time.perf_counter()
     with click.progressbar(length=steps * count, label="sampling", file=sys.stderr) as bar:
         latents = pipe.generate_latents(prompt, steps=steps, cfg_weight=cfg_weight, seed=seed, num_images=count,
@@ -193,12 +207,12 @@ def generate(artifact, prompt, out, steps, cfg_weight, seed, count, backend):
 @click.option("--temperature", default=0.0, show_default=True, type=float, help="0 is greedy.")
 @click.option("--top-p", default=1.0, show_default=True, type=float)
 @click.option("--seed", default=None, type=int, help="Seed for sampling.")
-@BACKEND_OPTION
-def chat(artifact, image, question, max_new_tokens, temperature, top_p, seed, backend):
+@_runtime_options
+def chat(artifact, image, question, max_new_tokens, temperature, top_p, seed, backend, threads, spin, check_files):
     """Answer QUESTION about an image with an exported ARTIFACT, streaming the text to stdout."""
     from jflow.runtime.image_io import load_image
     picture = load_image(image)  # fail before loading anything
-    pipe = _load_pipeline(artifact, backend)
+    pipe = _load_pipeline(artifact, backend, threads, spin, check_files)
     for piece in pipe.answer_stream(picture, question, max_new_tokens=max_new_tokens, temperature=temperature,
                                     top_p=top_p, seed=seed):
         click.echo(piece, nl=False)
@@ -208,19 +222,19 @@ def chat(artifact, image, question, max_new_tokens, temperature, top_p, seed, ba
 
 @main.command("profile")
 @click.argument("artifact", type=click.Path())
-@BACKEND_OPTION
+@_runtime_options
 @click.option("--runs", default=5, show_default=True, type=click.IntRange(1), help="Timed runs per stage.")
 @click.option("--warmup", default=2, show_default=True, type=click.IntRange(0), help="Untimed runs first.")
 @click.option("--steps", default=30, show_default=True, type=click.IntRange(1), help="ODE steps of a generation.")
 @click.option("--json", "json_path", default=None, type=click.Path(), help="Write the results as JSON.")
 @click.option("--trace", "trace_path", default=None, type=click.Path(),
               help="Write a Chrome trace of one generation and one answer (open it in Perfetto).")
-def profile_command(artifact, backend, runs, warmup, steps, json_path, trace_path):
+def profile_command(artifact, backend, threads, spin, check_files, runs, warmup, steps, json_path, trace_path):
     """Latency of every stage on this machine: p50 / p90 / min per stage, peak memory."""
     import json
 
     from jflow.runtime.profile_stages import profile, stage_plan, trace_requests
-    pipe = _load_pipeline(artifact, backend)
+    pipe = _load_pipeline(artifact, backend, threads, spin, check_files)
     with click.progressbar(length=len(stage_plan(pipe)) * runs, label="profiling", file=sys.stderr) as bar:
         report = profile(pipe, runs=runs, warmup=warmup, steps=steps, tick=lambda: bar.update(1))
     click.echo(f"{'stage':<24} {'p50 ms':>10} {'p90 ms':>10} {'min ms':>10}")

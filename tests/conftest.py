@@ -27,6 +27,6 @@ def photo():
 def tiny_artifact(tmp_path_factory, tiny_ref):
     """The tiny model exported once (fp32) for the export and runtime tests."""
     from jflow.export.artifact import export_artifact
-    from jflow.export.spec import Limits
+    from jflow.artifact.spec import Limits
     return export_artifact(tiny_ref, tmp_path_factory.mktemp("art") / "tiny-fp32", log=lambda _: None,
                            limits=Limits(max_batch=3, max_context=1024, max_new_tokens=16))

@@ -6,18 +6,17 @@ matches; every file is written atomically and the manifest, updated last, record
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 from typing import Callable
 
+from jflow.artifact.engines import EngineIdentity, EngineKey
+from jflow.artifact.manifest import Manifest, update_manifest
 from jflow.engines import cache
 from jflow.engines.ort_target import build_ort_target
 from jflow.engines.profiles import profiles_for_manifest
 from jflow.engines.targets import TensorRTStatus, choose_target, tensorrt_status
 from jflow.errors import InputError
-from jflow.runtime.manifest import MANIFEST_NAME, Manifest, sha256_file
 
 
 def build(out: Path, target: str = "auto", components: list[str] | None = None, workspace_mib: int | None = None,
@@ -25,8 +24,7 @@ def build(out: Path, target: str = "auto", components: list[str] | None = None, 
           status: TensorRTStatus | None = None) -> str:
     """Build engines in the artifact `out` (which must exist); returns the target built."""
     manifest = Manifest.load(out)
-    graphs = components or list(manifest.graphs)
-    unknown = [g for g in graphs if g not in manifest.graphs]
+    unknown = [g for g in components or [] if g not in manifest.graphs]
     if unknown:
         raise InputError(f"unknown component(s) {', '.join(unknown)}; the artifact has {', '.join(manifest.graphs)}")
     if status is None and target != "onnxruntime":
@@ -34,25 +32,47 @@ def build(out: Path, target: str = "auto", components: list[str] | None = None, 
     chosen, note = choose_target(target, str(out), status)
     if note:
         log(note)
+    graphs = _components(manifest, chosen, components)
     data = manifest.data
     if chosen == "onnxruntime":
         section = build_ort_target(out, data, graphs, log)
     else:
         section = _build_tensorrt(out, data, graphs, status, workspace_mib, opt_level, timing_cache, log)
-    update_manifest(out, chosen, section)
+    engines = dict(data.get("engines", {}))
+    engines[chosen] = section
+    update_manifest(out, {"engines": engines}, rehash=_section_files(section))
     return chosen
+
+
+def _components(manifest: Manifest, target: str, asked: list[str] | None) -> list[str]:
+    """TensorRT builds the portable graphs (the fused LLM form is ONNX Runtime's own). The ONNX Runtime
+    target re-saves the graphs after ORT's offline optimization, except the LLM: its ORT form is already
+    the fused graph, and re-saving it would store its weights a second time."""
+    forms = [n for n, g in manifest.graphs.items() if "form_of" in g]
+    if target == "tensorrt":
+        allowed = [n for n in manifest.graphs if n not in forms]
+        why = "is ONNX Runtime's form of the LLM (com.microsoft ops); TensorRT builds `llm`"
+    else:
+        llm = {n for n in forms} | {manifest.graph(n)["form_of"] for n in forms}
+        allowed = [n for n in manifest.graphs if n not in llm]
+        why = "is the LLM, which ONNX Runtime runs in its fused form as exported (nothing to re-save)"
+    refused = [n for n in asked or [] if n not in allowed]
+    if refused:
+        raise InputError(f"--components {', '.join(refused)}: {refused[0]} {why}; "
+                         f"the {target} target builds {', '.join(allowed)}")
+    return list(asked or allowed)
 
 
 def _build_tensorrt(out, data, graphs, status, workspace_mib, opt_level, timing_cache, log) -> dict:
     from jflow.engines.tensorrt_build import build_plan
     profiles = profiles_for_manifest(data, graphs)
     previous = data.get("engines", {}).get("tensorrt", {})
-    same_device = (previous.get("tensorrt_version"), previous.get("gpu_name")) == (status.version, status.gpu_name)
-    entries = dict(previous.get("graphs", {})) if same_device else {}
+    identity = status.identity
+    # Engines of another TensorRT or GPU are dropped from the section (their plans could not load here).
+    entries = dict(previous.get("graphs", {})) if EngineIdentity.from_section(previous) == identity else {}
     timing_cache = timing_cache or out / "engines" / "timing.cache"
     for name in graphs:
-        key = cache.EngineKey.for_graph(data, name, profiles[name], status.version, status.gpu_name,
-                                        status.compute_capability)
+        key = EngineKey.for_graph(data, name, profiles[name], identity)
         started = time.perf_counter()
         plan = cache.reusable(out, key)
         if plan is not None:
@@ -63,24 +83,7 @@ def _build_tensorrt(out, data, graphs, status, workspace_mib, opt_level, timing_
                                                     opt_level, timing_cache), time.perf_counter() - started)
             log(f"  {name:<12} built in {time.perf_counter() - started:5.1f}s")
         entries[name] = {"plan": plan.relative_to(out).as_posix(), "key": key.digest, "profiles": profiles[name]}
-    return {"tensorrt_version": status.version, "gpu_name": status.gpu_name,
-            "compute_capability": status.compute_capability, "graphs": entries}
-
-
-def update_manifest(root: Path, target: str, section: dict) -> None:
-    """Record `section` under engines.<target> and hash the new files; manifest.json is replaced atomically."""
-    path = root / MANIFEST_NAME
-    data = json.loads(path.read_text(encoding="utf-8"))
-    data.setdefault("engines", {})[target] = section
-    for file in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST_NAME):
-        rel = file.relative_to(root).as_posix()
-        if rel not in data["files"] and not file.name.startswith("."):
-            data["files"][rel] = sha256_file(file)
-    for rel in _section_files(section):
-        data["files"][rel] = sha256_file(root / rel)  # rebuilt in place: hash again
-    tmp = path.with_name(f".{MANIFEST_NAME}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    return {**identity.as_dict(), "graphs": entries}
 
 
 def _section_files(section: dict) -> list[str]:

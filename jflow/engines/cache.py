@@ -1,48 +1,21 @@
 """Engine cache: an engine is reused only when everything that makes it valid is unchanged.
 
-Key: the graph's files (sha256 from the manifest), precision, the optimization profiles, the TensorRT
-version, and the GPU's name and compute capability. Engines live in DIR/engines/<graph>-<digest>/ with
+Key (`jflow.artifact.engines.EngineKey`): the graph's files (sha256 from the manifest), precision, the
+optimization profiles, the TensorRT version, and the GPU's name and compute capability. Engines live in DIR/engines/<graph>-<digest>/ with
 an engine.json that records the key; files are written to a temporary name and renamed.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
+
+from jflow.artifact.engines import EngineKey
 
 PLAN = "engine.plan"
 RECORD = "engine.json"
-
-
-@dataclass(frozen=True)
-class EngineKey:
-    graph: str
-    graph_sha256: str      # of the .onnx and its external data, together
-    precision: str
-    profiles: str          # canonical JSON of the profiles
-    tensorrt_version: str
-    gpu_name: str
-    compute_capability: str
-
-    @classmethod
-    def for_graph(cls, manifest_data: dict, graph: str, profiles: list[dict], tensorrt_version: str,
-                  gpu_name: str, compute_capability: str) -> "EngineKey":
-        onnx_file = manifest_data["graphs"][graph]["file"]
-        parts = sorted((rel, digest) for rel, digest in manifest_data["files"].items()
-                       if rel == onnx_file or rel.startswith(onnx_file + "."))
-        graph_sha = hashlib.sha256(json.dumps(parts).encode()).hexdigest()
-        return cls(graph, graph_sha, manifest_data["graphs"][graph].get("precision", manifest_data["precision"]),
-                   json.dumps(profiles, sort_keys=True), tensorrt_version, gpu_name, compute_capability)
-
-    @property
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
-
-    def folder(self, root: Path) -> Path:
-        return root / "engines" / f"{self.graph}-{self.digest}"
 
 
 def reusable(root: Path, key: EngineKey) -> Path | None:

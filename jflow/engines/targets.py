@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from dataclasses import dataclass
 
+from jflow.artifact.engines import EngineIdentity, probe_identity
 from jflow.errors import JFlowError
 
 TARGETS = ("auto", "tensorrt", "onnxruntime")
@@ -36,37 +35,22 @@ class TensorRTStatus:
     gpu_name: str = ""
     compute_capability: str = ""
 
-
-def gpu_identity() -> tuple[str, str]:
-    """(GPU name, compute capability) of device 0, via cuda-python or nvidia-smi."""
-    try:
-        from cuda import cudart  # cuda-python
-        err, props = cudart.cudaGetDeviceProperties(0)
-        if int(err) == 0:
-            name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
-            return name.strip("\x00 "), f"{props.major}.{props.minor}"
-    except Exception:  # not installed, or no usable device: try the next way
-        pass
-    if shutil.which("nvidia-smi"):
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30)
-        if out.returncode == 0 and out.stdout.strip():
-            name, cc = (part.strip() for part in out.stdout.splitlines()[0].split(","))
-            return name, cc
-    raise RuntimeError("no NVIDIA GPU found (neither cuda-python nor nvidia-smi reports one)")
+    @property
+    def identity(self) -> EngineIdentity:
+        return EngineIdentity(self.version, self.gpu_name, self.compute_capability)
 
 
 def tensorrt_status() -> TensorRTStatus:
     try:
-        import tensorrt
-        version = tensorrt.__version__
+        import tensorrt  # noqa: F401
     except Exception as exc:  # ImportError, or the registry stub that fails on import
         return TensorRTStatus(False, f"TensorRT cannot be imported ({type(exc).__name__}: {exc})")
     try:
-        name, cc = gpu_identity()
-    except Exception as exc:
-        return TensorRTStatus(False, str(exc), version=version)
-    return TensorRTStatus(True, version=version, gpu_name=name, compute_capability=cc)
+        identity = probe_identity()
+    except Exception as exc:  # no GPU: say so
+        return TensorRTStatus(False, str(exc))
+    return TensorRTStatus(True, version=identity.tensorrt_version, gpu_name=identity.gpu_name,
+                          compute_capability=identity.compute_capability)
 
 
 def choose_target(requested: str, out: str, status: TensorRTStatus | None = None,

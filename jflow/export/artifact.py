@@ -8,7 +8,6 @@ half artifact under DIR.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
@@ -19,16 +18,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from jflow import __version__
 from jflow.errors import InputError
 from jflow.fsutil import publish_dir
-from jflow.export import gen_decoder, gen_encoder, llm, reference_io, siglip, vae_decoder
+from jflow.artifact.manifest import write_manifest
+from jflow.artifact.precision import PRECISIONS, TOLERANCES, activation_dtype, policy_table
+from jflow.artifact.spec import Limits
+from jflow.export import gen_decoder, gen_encoder, llm, llm_ort, reference_io, siglip, vae_decoder
 from jflow.export.onnx_export import OPSET, export_graph
-from jflow.export.precision import PRECISIONS, activation_dtype, policy_table
-from jflow.export.spec import Limits
 from jflow.modeling.checkpoint import build_from_state_dict
 from jflow.modeling.llm import FP32_SOFTMAX_ATTENTION
-from jflow.runtime.manifest import SCHEMA_VERSION, file_hashes
 from jflow.runtime.prompts import SYSTEM_PROMPT
 
 GRAPHS = {  # name -> (module, wrapper class, wraps the VAE?)
@@ -55,6 +53,12 @@ def export_artifact(ref, out: str | Path, precision: str = "fp32", limits: Limit
         limits.check(config.num_gen_tokens, int(config.language.get("max_position_embeddings", 4096)))
     except ValueError as exc:
         raise InputError(str(exc)) from exc
+    e2e_tokens = min(e2e_tokens, limits.max_new_tokens)
+    question = len(ref.tokenizer.understanding_ids(reference_io.E2E_QUESTION))
+    if question + e2e_tokens > limits.max_context:
+        raise InputError(f"--max-context {limits.max_context} cannot hold an image question: one takes {question} "
+                         f"tokens with the template and its {ref.processor.num_image_tokens} image tokens, plus the "
+                         f"answer; use --max-context {question + e2e_tokens} or more")
     if out.exists() and not force:
         raise InputError(f"{out} already exists; choose another folder, or replace it with --force")
     try:
@@ -75,6 +79,11 @@ def _write(ref, root: Path, precision: str, limits: Limits, e2e_steps: int, e2e_
     config = ref.model.config
     (root / "onnx").mkdir()
     (root / "reference").mkdir()
+    # The end-to-end cases first: their real tensors are the per-graph reference inputs.
+    step = reference_io.generation_case(ref, root / "reference" / "e2e_generation.npz", e2e_steps)
+    pixels = reference_io.understanding_case(ref, root / "reference" / "e2e_understanding.npz", e2e_tokens)
+    examples = reference_io.real_examples(step, pixels, llm.kv_geometry(config)[0])
+    del step
     graphs = {}
     half = None
     if precision == "fp16":  # traced from an fp16 copy: the precision lives in the graph
@@ -92,20 +101,21 @@ def _write(ref, root: Path, precision: str, limits: Limits, e2e_steps: int, e2e_
         spec = module.spec(config, limits, act)
         path = root / "onnx" / f"{name}.onnx"
         export_graph(graph, spec, _as_contract(module.example(config, torch.Generator().manual_seed(0)), spec), path)
-        # One VAE image suffices (its float64 activations at 384x384 are the export's memory peak).
-        example = _as_contract(module.example(config, torch.Generator().manual_seed(reference_io.SEED),
-                                              **({"batch": 1} if wraps_vae else {})), spec)
-        reference_io.graph_reference(truth, spec, example, root / "reference" / f"{name}.npz", float64=wraps_vae)
+        reference_io.graph_reference(truth, spec, _as_contract(examples.pop(name), spec),
+                                     root / "reference" / f"{name}.npz", float64=wraps_vae)
         graphs[name] = {**spec.to_manifest(f"onnx/{name}.onnx"), "precision": "fp16" if act == "float16" else "fp32"}
         log(f"  {name:<12} exported in {time.perf_counter() - started:5.1f}s")
-    reference_io.generation_case(ref, root / "reference" / "e2e_generation.npz", e2e_steps)
-    reference_io.understanding_case(ref, root / "reference" / "e2e_understanding.npz", e2e_tokens)
+        if name == llm.NAME:  # the ONNX Runtime form, over the same weight bytes
+            started = time.perf_counter()
+            llm_ort.export(graph.lm, config, limits, act, path, root / "onnx" / f"{llm_ort.NAME}.onnx")
+            graphs[llm_ort.NAME] = {**llm_ort.spec(config, limits, act).to_manifest(f"onnx/{llm_ort.NAME}.onnx"),
+                                    "precision": graphs[name]["precision"], "form_of": llm.NAME}
+            log(f"  {llm_ort.NAME:<12} written in {time.perf_counter() - started:5.1f}s (weights shared with llm)")
     _write_host_files(ref, root, precision)
-    manifest = {
-        "schema_version": SCHEMA_VERSION, "jflow_version": __version__, "precision": precision,
-        "precision_policy": policy_table(), "model": config.to_dict(), "limits": limits.to_dict(),
-        "graphs": graphs, "opset": OPSET,
-        "reference": {"graphs": {n: f"reference/{n}.npz" for n in graphs},
+    write_manifest(root, {
+        "precision": precision, "precision_policy": policy_table(), "tolerances": TOLERANCES,
+        "model": config.to_dict(), "limits": limits.to_dict(), "graphs": graphs, "opset": OPSET,
+        "reference": {"graphs": {n: f"reference/{n}.npz" for n in GRAPHS},
                       "end_to_end": {"generation": "reference/e2e_generation.npz",
                                      "understanding": "reference/e2e_understanding.npz"}},
         "embeddings": {"embed_tokens": "embeddings/embed_tokens.npy",
@@ -115,9 +125,7 @@ def _write(ref, root: Path, precision: str, limits: Limits, e2e_steps: int, e2e_
         "generation": {"latent_size": config.latent_size, "num_gen_tokens": config.num_gen_tokens,
                        "vae_scaling_factor": float(ref.vae.config.scaling_factor)},
         "tools": _tool_versions(),
-        "files": file_hashes(root),
-    }
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    })
 
 
 def _write_host_files(ref, root: Path, precision: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from jflow.export.spec import GraphSpec, Limits, TensorSpec
+from jflow.artifact.spec import GraphSpec, Limits, TensorSpec
 from jflow.runtime.ode import LATENT_CHANNELS
 
 NAME = "gen_encoder"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from jflow.export.spec import GraphSpec, Limits, TensorSpec
+from jflow.artifact.spec import GraphSpec, Limits, TensorSpec
 from jflow.modeling.llm import llm_step
 
 NAME = "llm"

@@ -15,7 +15,7 @@ import onnx
 import torch
 from torch.export import Dim
 
-from jflow.export.spec import GraphSpec
+from jflow.artifact.spec import GraphSpec
 
 OPSET = 18
 

@@ -33,8 +33,10 @@ class GenerationResult:
 @torch.no_grad()
 def generate(ref, prompts, steps: int = 30, cfg_weight: float = 2.0, seed: int | None = None,
              noise: np.ndarray | None = None, reuse_prompt_kv: bool = True,
-             progress: Callable[[int, int], None] | None = None) -> GenerationResult:
-    """Generate one image per prompt. `noise` [N, 4, s, s] overrides `seed`; no seed means a random one."""
+             progress: Callable[[int, int], None] | None = None,
+             on_step: Callable[[dict], None] | None = None) -> GenerationResult:
+    """Generate one image per prompt. `noise` [N, 4, s, s] overrides `seed`; no seed means a random one.
+    `on_step` receives every step's tensors (the inputs and outputs of each graph), for reference cases."""
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompts:
         raise InputError("no prompt given")
@@ -72,7 +74,12 @@ def generate(ref, prompts, steps: int = 30, cfg_weight: float = 2.0, seed: int |
             hidden, _, _ = model.llm_step(torch.cat([prompt_embeds, x], dim=1), step_mask,
                                           torch.cat([prompt_pos, step_pos], dim=1), with_logits=False)
         v_cond, v_uncond = model.gen_decode(hidden[:, -(new - 1):], skip, t_emb).chunk(2)
-        z = z + float(dt) * (cfg_weight * v_cond - (cfg_weight - 1.0) * v_uncond)
+        z_next = z + float(dt) * (cfg_weight * v_cond - (cfg_weight - 1.0) * v_uncond)
+        if on_step is not None:
+            on_step({"k": k, "z": z, "t": float(t_grid[k]), "dt": float(dt), "cfg_weight": cfg_weight,
+                     "step_embeds": x, "t_emb": t_emb, "skip": skip, "hidden": hidden[:, -new:],
+                     "step_mask": step_mask, "step_pos": step_pos, "prompt_kv": prompt_kv, "z_next": z_next})
+        z = z_next
         if progress is not None:
             progress(k + 1, steps)
     pixels = vae_decode(ref.vae, z)

@@ -1,100 +1,81 @@
-"""The backend seam: open a graph, run it on named tensors, move arrays on and off the device.
+"""The runner seam, Polygraphy-style: a backend makes graph runners and owns device tensors.
 
-Tensors are backend handles. For ONNX Runtime they are OrtValues bound with IOBinding, so outputs
-(the KV cache, the ODE state) stay where the provider computed them and feed the next call without a
-host round trip; on the CPU provider that is the same code path, just with device "cpu". The sampler
-and the decoder are written against this interface only; the TensorRT backend (issue 5) implements it too.
+    runner = backend.runner("llm_ort", path, entry); runner.activate()
+    out = runner.infer({"inputs_embeds": x, ...}, outputs={"logits": logits_buffer})  # written in place
+    runner.deactivate()
+
+Tensors are backend handles: numpy arrays on the CPU, device buffers on GPUs. `empty` allocates once,
+`upload(array, out=buffer)` writes into an existing buffer (no allocation), `view` gives a smaller
+contiguous shape over a buffer's memory, `download` copies to the host. The loops (sampler, decoder,
+LLM runner) allocate everything before their first step and then only write, infer and read the
+logits they must read. ONNX Runtime (CPU, CUDA) and TensorRT implement it; verify, profile and the
+pipeline all go through it; nothing falls back silently.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
+from jflow.artifact.contract import ArtifactError
 from jflow.errors import InputError, JFlowError
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
-# Preferred ONNX Runtime providers, best first; the CPU is always last.
-GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
-NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64}
+NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32}
+Outputs = Mapping[str, Any] | Sequence[str] | None
 
 
-class Graph(Protocol):
-    def run(self, feeds: dict[str, Any], outputs: list[str] | None = None) -> dict[str, Any]: ...
+class GraphRunner(Protocol):
+    name: str
+
+    def activate(self) -> None: ...
+    def infer(self, feeds: Mapping[str, Any], outputs: Outputs = None) -> dict[str, Any]: ...
+    def deactivate(self) -> None: ...
 
 
 class Backend(Protocol):
     name: str
-
-    def open(self, path: Path, entry: dict) -> Graph: ...
-    def to_device(self, array: np.ndarray) -> Any: ...
-    def to_host(self, handle: Any) -> np.ndarray: ...
-
-
-@dataclass
-class OrtGraph:
-    session: Any
     device: str
-    ort: Any
-    dtypes: dict  # input name -> numpy dtype from the manifest contract
 
-    def run(self, feeds: dict[str, Any], outputs: list[str] | None = None) -> dict[str, Any]:
-        binding = self.session.io_binding()
-        for name, value in feeds.items():
-            if not isinstance(value, self.ort.OrtValue):
-                value = self.ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value, dtype=self.dtypes[name]),
-                                                              self.device, 0)
-            binding.bind_ortvalue_input(name, value)
-        names = outputs or [o.name for o in self.session.get_outputs()]
-        for name in names:
-            binding.bind_output(name, self.device)
-        self.session.run_with_iobinding(binding)
-        return dict(zip(names, binding.get_outputs()))
+    def runner(self, name: str, path: Path, entry: dict) -> GraphRunner: ...
+    def empty(self, shape: Sequence[int], dtype) -> Any: ...
+    def upload(self, array: np.ndarray, out: Any = None) -> Any: ...
+    def view(self, handle: Any, shape: Sequence[int]) -> Any: ...
+    def download(self, handle: Any) -> np.ndarray: ...
 
 
-class OnnxRuntimeBackend:
-    name = "onnxruntime"
+def graph_error(name: str, what: str, exc: BaseException) -> JFlowError:
+    """One clear line for a graph that a backend refused to open or run (never a backend traceback)."""
+    text = str(exc).strip().splitlines()
+    detail = f"{type(exc).__name__}: {text[0] if text else ''}"[:400]
+    return JFlowError(f"graph {name}: {what} ({detail}). Check the artifact with `jflow-export verify DIR`; if it "
+                      "fails, re-export it with `jflow-export onnx`")
 
-    def __init__(self, providers: list[str] | None = None, threads: int | None = None):
-        import onnxruntime as ort
-        self.ort = ort
-        available = ort.get_available_providers()
-        if providers is None:
-            providers = [p for p in GPU_PROVIDERS if p in available] + ["CPUExecutionProvider"]
-        missing = [p for p in providers if p not in available]
-        if missing:
-            raise InputError(f"onnxruntime here has no {', '.join(missing)} (available: {', '.join(available)}); "
-                             "install onnxruntime-gpu for CUDA/TensorRT providers")
-        self.providers = providers
-        self.device = "cuda" if providers[0] in GPU_PROVIDERS else "cpu"
-        self.threads = threads
 
-    def open(self, path: Path, entry: dict) -> OrtGraph:
-        options = self.ort.SessionOptions()
-        options.log_severity_level = 3
-        if self.threads:
-            options.intra_op_num_threads = self.threads
-        try:
-            session = self.ort.InferenceSession(str(path), sess_options=options, providers=self.providers)
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise JFlowError(f"onnxruntime cannot open {path}: {exc}") from exc
-        dtypes = {t["name"]: NUMPY_DTYPES[t["dtype"]] for t in entry["inputs"]}
-        return OrtGraph(session, self.device, self.ort, dtypes)
-
-    def to_device(self, array: np.ndarray) -> Any:
-        return self.ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device, 0)
-
-    def to_host(self, handle: Any) -> np.ndarray:
-        return handle.numpy() if isinstance(handle, self.ort.OrtValue) else np.asarray(handle)
+def check_io(name: str, entry: dict, inputs: dict[str, str], outputs: dict[str, str]) -> None:
+    """The graph file must take and give what the manifest says (names and dtypes), or the artifact is
+    inconsistent: say which tensor differs instead of failing later inside the backend."""
+    problems = []
+    for side, actual in (("inputs", inputs), ("outputs", outputs)):
+        declared = {t["name"]: t["dtype"] for t in entry[side]}
+        if set(actual) != set(declared):
+            problems.append(f"{side} are {sorted(actual)} but the manifest says {sorted(declared)}")
+            continue
+        problems += [f"{side[:-1]} {n} is {actual[n]} but the manifest says {declared[n]}"
+                     for n in declared if actual[n] != declared[n]]
+    if problems:
+        raise ArtifactError(f"graph {name}: {entry['file']} does not match manifest.json: {'; '.join(problems)}. "
+                            "The manifest or the graph was altered: re-export the artifact with `jflow-export onnx`")
 
 
 def make_backend(backend: str = "auto", providers: list[str] | None = None, threads: int | None = None,
-                 engines: dict | None = None) -> Backend:
-    """'auto' picks TensorRT when the artifact has engines for this TensorRT and GPU, else ONNX Runtime
-    (with its GPU providers when installed, else the CPU). `engines` is the manifest's engines section."""
+                 engines: dict | None = None, spin: bool = False) -> Backend:
+    """'auto' picks TensorRT when the artifact has engines and TensorRT is installed, else ONNX Runtime (with
+    its GPU providers when installed, else the CPU). `engines` is the manifest's engines section.
+    threads / spin: ONNX Runtime's intra-op threads per session, and whether idle workers spin instead of
+    sleeping (off by default: our loops alternate between sessions, see ort_backend)."""
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     section = (engines or {}).get("tensorrt")
@@ -106,11 +87,14 @@ def make_backend(backend: str = "auto", providers: list[str] | None = None, thre
         return TensorRTBackend(section)
     if backend == "auto" and section:
         try:
+            import tensorrt  # noqa: F401
+        except ImportError:  # engines built elsewhere, no TensorRT here: ONNX Runtime runs the graphs
+            pass
+        else:  # TensorRT is here: anything wrong with its engines is an error, not a silent slow run
             from jflow.runtime.tensorrt_backend import TensorRTBackend
             return TensorRTBackend(section)
-        except Exception:  # no TensorRT here, or engines for another GPU: ONNX Runtime still runs
-            pass
     try:
-        return OnnxRuntimeBackend(providers, threads)
+        from jflow.runtime.ort_backend import OnnxRuntimeBackend
+        return OnnxRuntimeBackend(providers, threads, spin)
     except ImportError as exc:
         raise JFlowError(f"the onnxruntime backend needs onnxruntime ({exc}); pip install onnxruntime") from exc

@@ -1,27 +1,28 @@
 """`Pipeline`: what an embedded app imports. Text to image and image + question to text, over an
-exported artifact, with numpy + onnxruntime + tokenizers + pillow only.
+exported artifact, with numpy + onnxruntime (or TensorRT) + tokenizers + pillow only.
 
-    from jflow.runtime import Pipeline
-    pipe = Pipeline.load("janusflow-fp16")
-    pipe.generate("a red cube", seed=0)[0].save("cube.png")
-    for piece in pipe.answer_stream("photo.jpg", "What is in this picture?"):
-        print(piece, end="", flush=True)
+    from jflow.runtime.pipeline import Pipeline
+    with Pipeline.load("janusflow-fp16") as pipe:
+        pipe.generate("a red cube", seed=0)[0].save("cube.png")
+        for piece in pipe.answer_stream("photo.jpg", "What is in this picture?"):
+            print(piece, end="", flush=True)
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image
 
-from jflow.errors import InputError
+from jflow.artifact.manifest import ArtifactError, Manifest
+from jflow.errors import InputError, JFlowError
 from jflow.runtime.backends import NUMPY_DTYPES, make_backend
-from jflow.runtime.batching import understanding_batch
 from jflow.runtime.decoder import decode_steps
 from jflow.runtime.image_io import preprocess_images, to_uint8
-from jflow.runtime.manifest import ArtifactError, Manifest
+from jflow.runtime.llm_runner import llm_runner
 from jflow.runtime.ode import LATENT_CHANNELS, initial_noise
 from jflow.runtime.processor_config import ProcessorSettings
 from jflow.runtime.requests import check_generation_args, pair_images_questions
@@ -32,54 +33,113 @@ from jflow.runtime.tokenizer import JanusFlowTokenizer, TextStream
 DEFAULT_MAX_NEW_TOKENS = 512
 
 
+class _Traced:
+    """A runner whose calls become spans while the pipeline has a tracer (see `Pipeline.tracing`)."""
+
+    def __init__(self, inner, pipe: "Pipeline"):
+        self.inner, self.pipe, self.name = inner, pipe, inner.name
+
+    def activate(self):
+        self.inner.activate()
+
+    def deactivate(self):
+        self.inner.deactivate()
+
+    def infer(self, feeds, outputs=None):
+        tracer = self.pipe.tracer
+        if tracer is None:
+            return self.inner.infer(feeds, outputs)
+        with tracer.span(f"graph.{self.name}"):
+            return self.inner.infer(feeds, outputs)
+
+
 class Pipeline:
     def __init__(self, manifest: Manifest, backend, tokenizer: JanusFlowTokenizer, processor: ProcessorSettings):
         self.manifest, self.backend, self.tokenizer, self.processor = manifest, backend, tokenizer, processor
         self.limits = manifest.limits
-        absent = [k for k in ("embeddings", "generation", "special_tokens") if k not in manifest.data]
-        if absent:
-            raise ArtifactError(f"{manifest.root}/manifest.json lacks {', '.join(absent)}: it was not written by "
-                                "`jflow-export onnx` of this jflow; re-export it")
-        llm = manifest.graph("llm")
-        inputs = {t["name"]: t for t in llm["inputs"]}
-        self.embed_dtype = NUMPY_DTYPES[inputs["inputs_embeds"]["dtype"]]
-        self.past_names = [t["name"] for t in llm["inputs"] if t["name"].startswith("past_")]
-        self.present_names = [t["name"] for t in llm["outputs"] if t["name"].startswith("present_")]
-        _, self.kv_heads, _, self.head_dim = inputs[self.past_names[0]]["shape"]
+        self.tracer = None
+        self._runners: dict = {}
+        self.llm = llm_runner(_TracingBackend(backend, self), manifest)
+        self.embed_dtype = self.llm.dtype
         emb = manifest.data["embeddings"]
         # Memory-mapped: a device pages in only the rows it looks up.
         self.table = np.load(manifest.path(emb["embed_tokens"]), mmap_mode="r")
         self.beg_of_und = np.load(manifest.path(emb["beg_of_und_embed"])).astype(self.embed_dtype)
+        hidden = self.llm.hidden_size
+        if self.table.ndim != 2 or self.table.shape[1] != hidden or self.beg_of_und.shape != (1, hidden) \
+                or tokenizer.vocab_size > self.table.shape[0]:
+            raise ArtifactError(f"{manifest.root}: the embedding table {list(self.table.shape)} and beg_of_und_embed "
+                                f"{list(self.beg_of_und.shape)} do not fit an LLM of width {hidden} and a tokenizer of "
+                                f"{tokenizer.vocab_size} tokens; re-export the artifact with `jflow-export onnx`")
         self.latent_size = int(manifest.data["generation"]["latent_size"])
         self.num_gen_tokens = int(manifest.data["generation"]["num_gen_tokens"])
-        self._graphs: dict = {}
+        self._closed = False
 
     @classmethod
     def load(cls, artifact: str | Path, backend: str = "auto", providers: list[str] | None = None,
-             threads: int | None = None, check_files: bool = True) -> "Pipeline":
-        """Read and check the artifact (schema version, sha256 of every file) and pick a backend."""
+             threads: int | None = None, spin: bool = False, check_files: bool | str = True) -> "Pipeline":
+        """Read and check the artifact (schema, contract, every file's sha256 or its verified stamp) and pick
+        a backend. threads/spin: ONNX Runtime's intra-op threads per session and whether idle workers spin
+        (off by default: faster for our loops, and robust when other processes share the cores)."""
         manifest = Manifest.load(artifact, check_files=check_files)
         processor = ProcessorSettings.from_dir(manifest.root)
-        return cls(manifest, make_backend(backend, providers, threads, manifest.data.get("engines")),
-                   JanusFlowTokenizer.from_dir(manifest.root, processor), processor)
+        backend = make_backend(backend, providers, threads, manifest.data.get("engines"), spin)
+        return cls(manifest, backend, JanusFlowTokenizer.from_dir(manifest.root, processor), processor)
 
-    def graph(self, name: str):
-        """The opened graph (opened on first use, so an answer-only app never loads the VAE)."""
-        if name not in self._graphs:
-            path = self.manifest.graph_path(name)
-            optimized = self.manifest.data.get("engines", {}).get("onnxruntime", {})
-            if self.backend.name == "onnxruntime" and name in optimized.get("graphs", {}) \
-                    and optimized.get("onnxruntime_version") == self.backend.ort.__version__:
-                path = self.manifest.path(optimized["graphs"][name])  # saved after ORT's offline optimization
-            self._graphs[name] = self.backend.open(path, self.manifest.graph(name))
-        return self._graphs[name]
+    # --- lifetime --------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release every session and engine; later calls raise a clear error."""
+        for runner in self._runners.values():
+            runner.deactivate()
+        self.llm.deactivate()
+        self._runners.clear()
+        self._closed = True
 
-    def embed(self, ids: np.ndarray) -> np.ndarray:
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise JFlowError("this Pipeline was closed; load the artifact again with Pipeline.load(...)")
+
+    @contextmanager
+    def tracing(self, tracer):
+        """Record every graph call as a span of `tracer` inside the block (profile's Chrome trace)."""
+        self.tracer = tracer
+        try:
+            yield tracer
+        finally:
+            self.tracer = None
+
+    # --- graphs ----------------------------------------------------------------------------------
+    def runner(self, name: str):
+        """The runner of one graph (activated on first use, so an answer-only app never loads the VAE)."""
+        self._check_open()
+        if name not in self._runners:
+            self._runners[name] = _Traced(self.backend.runner(name, self.graph_path(name),
+                                                              self.manifest.graph(name)), self)
+        return self._runners[name]
+
+    def graph_path(self, name: str) -> Path:
+        """The graph's file: the one `build --target onnxruntime` saved after ORT's offline optimization when
+        this onnxruntime made it, else the exported one."""
+        optimized = self.manifest.data.get("engines", {}).get("onnxruntime", {})
+        if self.backend.name == "onnxruntime" and name in optimized.get("graphs", {}) \
+                and optimized.get("onnxruntime_version") == self.backend.ort.__version__:
+            return self.manifest.path(optimized["graphs"][name])
+        return self.manifest.graph_path(name)
+
+    def output_buffers(self, name: str, axes: dict[str, int]) -> dict:
+        """One pre-allocated buffer per output of a graph, axis names replaced by `axes`."""
+        return {t["name"]: self.backend.empty([axes.get(d, d) if isinstance(d, str) else d for d in t["shape"]],
+                                              NUMPY_DTYPES[t["dtype"]])
+                for t in self.manifest.graph(name)["outputs"]}
+
+    def embed(self, ids) -> np.ndarray:
         return np.asarray(self.table[np.asarray(ids)], dtype=self.embed_dtype)
-
-    def empty_past(self, rows: int) -> dict[str, np.ndarray]:
-        empty = np.zeros((rows, self.kv_heads, 0, self.head_dim), self.embed_dtype)
-        return {name: empty for name in self.past_names}
 
     # --- text to image ----------------------------------------------------------------------------
     def generate(self, prompt, steps: int = 30, cfg_weight: float = 2.0, seed: int | None = None,
@@ -91,7 +151,8 @@ class Pipeline:
 
     def generate_latents(self, prompt, steps: int = 30, cfg_weight: float = 2.0, seed: int | None = None,
                          noise: np.ndarray | None = None, num_images: int = 1,
-                         progress: Callable[[int, int], None] | None = None, reuse_prompt_kv: bool = True):
+                         progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        self._check_open()
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
             raise InputError("no prompt given")
@@ -119,13 +180,14 @@ class Pipeline:
             report = None if progress is None else (
                 lambda k, _, done=i * steps: progress(done + k, steps * len(starts)))
             out.append(sample_latents(self, id_lists[start:start + chunk], noise[start:start + chunk], steps,
-                                      cfg_weight, report, reuse_prompt_kv))
+                                      cfg_weight, report))
         return np.concatenate(out)
 
     def decode_latents(self, latents: np.ndarray) -> np.ndarray:
         """Latents [N, 4, s, s] -> images [N, 8s, 8s, 3] uint8 through the VAE decoder graph."""
-        vae, chunk = self.graph("vae_decoder"), int(self.limits["max_batch"])
-        images = [self.backend.to_host(vae.run({"latent": latents[i:i + chunk]})["image"])
+        vae, chunk = self.runner("vae_decoder"), int(self.limits["max_batch"])
+        latents = np.asarray(latents, np.float32)
+        images = [self.backend.download(vae.infer({"latent": latents[i:i + chunk]}, ["image"])["image"])
                   for i in range(0, len(latents), chunk)]
         return to_uint8(np.concatenate(images).astype(np.float32))
 
@@ -162,26 +224,49 @@ class Pipeline:
         if tail:
             yield tail
 
-    def _decode(self, images, questions, max_new_tokens, temperature, top_p, seed):
-        check_sampling(temperature, top_p)
-        limit = int(self.limits["max_new_tokens"])
-        if max_new_tokens is None:
-            max_new_tokens = min(DEFAULT_MAX_NEW_TOKENS, limit)
-        if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= limit:
-            raise InputError(f"max_new_tokens must be a whole number in 1..{limit} (this artifact's "
-                             f"--max-new-tokens), got {max_new_tokens!r}")
+    def understanding_rows(self, images, questions) -> tuple[list[np.ndarray], int]:
+        """Each question's prompt embeddings [n_i, H] with its image in place (start tag -> beg_of_und_embed,
+        placeholders -> SigLIP's image embeddings), and the longest n_i."""
         id_lists = [self.tokenizer.understanding_ids(q) for q in questions]
         pixels = preprocess_images(images, self.processor)  # reads and checks every image first
         longest, context = max(map(len, id_lists)), int(self.limits["max_context"])
         if longest >= context:
             raise InputError(f"the question and image take {longest} tokens; this artifact holds {context}: "
                              "shorten the question, or re-export with a larger --max-context")
-        batch = understanding_batch(id_lists, self.tokenizer.pad_id)
-        image_embeds = self.backend.to_host(self.graph("siglip").run({"pixel_values": pixels})["image_embeds"])
-        embeds = self.embed(batch.ids)
-        slots = (batch.ids == self.tokenizer.image_id) | (batch.ids == self.tokenizer.image_start_id)
-        for row in range(len(id_lists)):  # start tag -> beg_of_und_embed, placeholders -> the image
-            embeds[row, np.flatnonzero(slots[row])] = np.concatenate([self.beg_of_und, image_embeds[row]])
-        # The answer stops where the context is full (EOS usually comes first).
-        yield from decode_steps(self, embeds, batch, min(max_new_tokens, context - longest), temperature, top_p, seed)
+        image_embeds = self.backend.download(
+            self.runner("siglip").infer({"pixel_values": pixels}, ["image_embeds"])["image_embeds"])
+        rows = []
+        for ids, image in zip(id_lists, image_embeds):
+            ids = np.asarray(ids)
+            row = self.embed(ids)
+            row[np.flatnonzero((ids == self.tokenizer.image_id) | (ids == self.tokenizer.image_start_id))] = \
+                np.concatenate([self.beg_of_und, image.astype(self.embed_dtype)])
+            rows.append(row)
+        return rows, longest
 
+    def _decode(self, images, questions, max_new_tokens, temperature, top_p, seed):
+        self._check_open()
+        check_sampling(temperature, top_p)
+        limit = int(self.limits["max_new_tokens"])
+        if max_new_tokens is None:
+            max_new_tokens = min(DEFAULT_MAX_NEW_TOKENS, limit)
+        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or not 1 <= max_new_tokens <= limit:
+            raise InputError(f"max_new_tokens must be a whole number in 1..{limit} (this artifact's "
+                             f"--max-new-tokens), got {max_new_tokens!r}")
+        rows, longest = self.understanding_rows(images, questions)
+        context = int(self.limits["max_context"])
+        # The answer stops where the context is full (EOS usually comes first).
+        yield from decode_steps(self, rows, min(max_new_tokens, context - longest), temperature, top_p, seed)
+
+
+class _TracingBackend:
+    """The pipeline's backend as the LLM runner sees it: its runners are traced like the others."""
+
+    def __init__(self, backend, pipe: Pipeline):
+        self._backend, self._pipe = backend, pipe
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
+
+    def runner(self, name, path, entry):
+        return _Traced(self._backend.runner(name, path, entry), self._pipe)

@@ -7,6 +7,7 @@ VAE decode. Each is timed `warmup` times untimed, then `runs` times; p50 / p90 /
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from importlib.metadata import PackageNotFoundError, version
@@ -14,9 +15,8 @@ from typing import Callable
 
 import numpy as np
 
-from jflow.runtime.batching import generation_batch, understanding_batch
 from jflow.runtime.ode import initial_noise, time_grid
-from jflow.runtime.profiler import TracedGraph, Tracer, device_memory_used_mib, peak_rss_mib, summarize
+from jflow.runtime.profiler import Tracer, device_memory_used_mib, peak_rss_mib, summarize
 
 PROMPT = "a red cube on a wooden table, studio light"
 QUESTION = "What is in this picture?"
@@ -47,54 +47,57 @@ def stage_plan(pipe) -> list[str]:
 
 
 def profile(pipe, runs: int = 5, warmup: int = 2, steps: int = 30, tick: Callable[[], None] = lambda: None) -> dict:
-    """Time every stage; returns the JSON-ready report."""
-    llm, rng = pipe.graph("llm"), np.random.default_rng(0)
-    kv_dtype = pipe.embed_dtype
-    stages = {}
-    picture = rng.integers(0, 256, (384, 384, 3), dtype=np.uint8)
+    """Time every stage through the runners the pipeline itself uses; returns the JSON-ready report."""
+    llm, backend, stages = pipe.llm, pipe.backend, {}
+    picture = np.random.default_rng(0).integers(0, 256, (384, 384, 3), dtype=np.uint8)
 
     from jflow.runtime.image_io import preprocess_images
-    pixels = preprocess_images([picture], pipe.processor)
-    stages["siglip_encode"] = _timed(lambda: pipe.graph("siglip").run({"pixel_values": pixels}), runs, warmup, tick)
+    pixels = backend.upload(preprocess_images([picture], pipe.processor))
+    siglip, embeds_out = pipe.runner("siglip"), pipe.output_buffers("siglip", {"batch": 1})
+    stages["siglip_encode"] = _timed(lambda: siglip.infer({"pixel_values": pixels}, embeds_out), runs, warmup, tick)
 
-    und = understanding_batch([pipe.tokenizer.understanding_ids(QUESTION)], pipe.tokenizer.pad_id)
-    und_feeds = {"inputs_embeds": pipe.embed(und.ids), "attention_mask": und.mask, "position_ids": und.positions,
-                 **pipe.empty_past(1)}
-    stages["understanding_prefill"] = _timed(lambda: llm.run(und_feeds, ["logits"]), runs, warmup, tick)
+    rows, _ = pipe.understanding_rows([picture], [QUESTION])
+    stages["understanding_prefill"] = _timed(lambda: llm.prefill(llm.new_cache(1, len(rows[0])), rows),
+                                             runs, warmup, tick)
 
+    token = pipe.embed(np.array([[pipe.tokenizer.bos_id]]))
     for context in decode_contexts(int(pipe.limits["max_context"])):
-        past = np.zeros((1, pipe.kv_heads, context, pipe.head_dim), kv_dtype)
-        feeds = {"inputs_embeds": pipe.embed(np.array([[1]])), "attention_mask": np.ones((1, context + 1), np.int64),
-                 "position_ids": np.array([[context]]), **{n: past for n in pipe.past_names}}
-        stages[f"decode_token@{context}"] = _timed(lambda: llm.run(feeds, ["logits"]), runs, warmup, tick)
+        # The cost of a decode step depends on how many tokens it attends to, not on their values: a cache
+        # of zeros that claims `context` tokens times it without prefilling them.
+        cache = llm.new_cache(1, context + runs + warmup + 1)
+        cache.lengths[:] = cache.positions[:] = context
+        stages[f"decode_token@{context}"] = _timed(lambda: llm.decode_one(cache, token), runs, warmup, tick)
 
-    gen = generation_batch([pipe.tokenizer.generation_ids(PROMPT)], pipe.tokenizer.pad_id)
-    gen_feeds = {"inputs_embeds": pipe.embed(gen.ids), "attention_mask": gen.mask, "position_ids": gen.positions,
-                 **pipe.empty_past(2)}
-    stages["generation_prefill"] = _timed(lambda: llm.run(gen_feeds, pipe.present_names), runs, warmup, tick)
-
-    prefill = llm.run(gen_feeds, pipe.present_names)
-    past = dict(zip(pipe.past_names, (prefill[n] for n in pipe.present_names)))
+    ids = pipe.tokenizer.generation_ids(PROMPT)
+    prompt_rows = [pipe.embed(ids), pipe.embed(ids[:1])]
     new = 1 + pipe.num_gen_tokens
-    z = initial_noise(0, 1, pipe.latent_size)
+
+    def prefill():
+        cache = llm.new_cache(2, len(ids) + new)
+        llm.prefill(cache, prompt_rows, next_positions=[len(ids)] * 2)
+        return cache
+    stages["generation_prefill"] = _timed(prefill, runs, warmup, tick)
+
+    cache, axes = prefill(), {"batch": 1, "cfg_batch": 2}
+    encoder, decoder = pipe.runner("gen_encoder"), pipe.runner("gen_decoder")
+    encoded, decoded = pipe.output_buffers("gen_encoder", axes), pipe.output_buffers("gen_decoder", axes)
     t_grid, dt = time_grid(steps)
-    enc_feeds = {"z": z, "t": np.full(1, t_grid[steps // 2], np.float32)}
-    enc = pipe.graph("gen_encoder").run(enc_feeds)
-    step_feeds = {"inputs_embeds": enc["step_embeds"], "position_ids": gen.next_positions(new),
-                  "attention_mask": np.concatenate([gen.mask, np.ones((2, new), np.int64)], axis=1), **past}
-    hidden = llm.run(step_feeds, ["hidden_states"])["hidden_states"]
-    dec_feeds = {"hidden_states": hidden, "skip": enc["skip"], "t_emb": enc["t_emb"], "z": z,
-                 "dt": np.array([dt], np.float32), "cfg_weight": np.array([2.0], np.float32)}
-    stages["ode_step.gen_encoder"] = _timed(lambda: pipe.graph("gen_encoder").run(enc_feeds), runs, warmup, tick)
-    stages["ode_step.llm"] = _timed(lambda: llm.run(step_feeds, ["hidden_states"]), runs, warmup, tick)
-    stages["ode_step.gen_decoder"] = _timed(lambda: pipe.graph("gen_decoder").run(dec_feeds, ["z_next"]),
-                                            runs, warmup, tick)
+    z = backend.upload(initial_noise(0, 1, pipe.latent_size))
+    enc_feeds = {"z": z, "t": backend.upload(np.full(1, t_grid[steps // 2], np.float32))}
+    encoder.infer(enc_feeds, encoded)
+    hidden = llm.step(cache, encoded["step_embeds"])
+    dec_feeds = {"hidden_states": hidden, "skip": encoded["skip"], "t_emb": encoded["t_emb"], "z": z,
+                 "dt": backend.upload(np.array([dt], np.float32)), "cfg_weight": backend.upload(np.array([2.0], np.float32))}
+    stages["ode_step.gen_encoder"] = _timed(lambda: encoder.infer(enc_feeds, encoded), runs, warmup, tick)
+    stages["ode_step.llm"] = _timed(lambda: llm.step(cache, encoded["step_embeds"]), runs, warmup, tick)
+    stages["ode_step.gen_decoder"] = _timed(lambda: decoder.infer(dec_feeds, decoded), runs, warmup, tick)
     stages["generation_total"] = _timed(lambda: pipe.generate_latents(PROMPT, steps=steps, seed=0),
                                         runs, min(warmup, 1), tick)
-    latent = z.astype(np.float32)
-    stages["vae_decode"] = _timed(lambda: pipe.graph("vae_decoder").run({"latent": latent}), runs, warmup, tick)
-    return {"device": _device(pipe), "backend": pipe.backend.name, "precision": pipe.manifest.precision,
-            "steps": steps, "runs": runs, "warmup": warmup, "stages": stages,
+    vae, image_out = pipe.runner("vae_decoder"), pipe.output_buffers("vae_decoder", {"batch": 1})
+    stages["vae_decode"] = _timed(lambda: vae.infer({"latent": z}, image_out), runs, warmup, tick)
+    return {"device": _device(pipe), "backend": pipe.backend.name, "llm_form": llm.graph_name,
+            "threads": getattr(backend, "threads", None), "spin": getattr(backend, "spin", None),
+            "precision": pipe.manifest.precision, "steps": steps, "runs": runs, "warmup": warmup, "stages": stages,
             "peak_host_rss_mib": round(peak_rss_mib(), 1),
             "device_memory_used_mib": None if pipe.backend.device == "cpu" else device_memory_used_mib(),
             "versions": _versions()}
@@ -102,26 +105,32 @@ def profile(pipe, runs: int = 5, warmup: int = 2, steps: int = 30, tick: Callabl
 
 def trace_requests(pipe, steps: int) -> Tracer:
     """One generation and one answer, every graph call a span, as a Chrome trace."""
-    tracer = Tracer()
-    for name in list(pipe.manifest.graphs):
-        graph = pipe.graph(name)
-        pipe._graphs[name] = TracedGraph(getattr(graph, "inner", graph), name, tracer)
-    try:
+    with pipe.tracing(Tracer()) as tracer:
         with tracer.span("request.generate", prompt=PROMPT, steps=steps):
             latents = pipe.generate_latents(PROMPT, steps=steps, seed=0)
             pipe.decode_latents(latents)
         picture = np.random.default_rng(1).integers(0, 256, (384, 384, 3), dtype=np.uint8)
         with tracer.span("request.answer", question=QUESTION):
             pipe.answer_tokens(picture, QUESTION, max_new_tokens=min(16, int(pipe.limits["max_new_tokens"])))
-    finally:
-        for name, graph in list(pipe._graphs.items()):
-            pipe._graphs[name] = getattr(graph, "inner", graph)
     return tracer
 
 
+def cpu_model() -> str:
+    """The CPU's model name and its widest SIMD (timings differ a lot between our machines)."""
+    try:
+        info = open("/proc/cpuinfo", encoding="utf-8").read()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                platform.machine())
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    isa = [f for f in ("avx512_vnni", "avx512f", "avx_vnni", "avx2") if f in flags]
+    return f"{name} ({', '.join(isa) or 'no AVX2'})"
+
+
 def _device(pipe) -> dict:
-    info = {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": __import__("os").cpu_count(), "backend_device": pipe.backend.device}
+    info = {"machine": platform.machine(), "cpu_model": cpu_model(),
+            "cpu_count": os.cpu_count(), "backend_device": pipe.backend.device}
     providers = getattr(pipe.backend, "providers", None)
     if providers:
         info["providers"] = providers

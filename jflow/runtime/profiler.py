@@ -49,17 +49,6 @@ class Tracer:
         Path(path).write_text(json.dumps(trace), encoding="utf-8")
 
 
-class TracedGraph:
-    """A graph whose every run is a span named graph.<name> (wraps any backend's graph)."""
-
-    def __init__(self, inner, name: str, tracer: Tracer):
-        self.inner, self.name, self.tracer = inner, name, tracer
-
-    def run(self, feeds, outputs=None):
-        with self.tracer.span(f"graph.{self.name}"):
-            return self.inner.run(feeds, outputs)
-
-
 def summarize(times_s: list[float]) -> dict:
     ms = np.asarray(times_s) * 1e3
     return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),

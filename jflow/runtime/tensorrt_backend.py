@@ -1,84 +1,131 @@
-"""TensorRT backend (needs TensorRT, polygraphy and an NVIDIA GPU; untested on our CPU machines).
+"""TensorRT behind the runner seam (needs TensorRT, polygraphy and an NVIDIA GPU; never run on our CPU machines).
 
-Thin on polygraphy: engines load with EngineFromBytes, run with TrtRunner; inputs and outputs are
-device arrays (polygraphy.cuda), so the KV cache and z stay on the GPU and only the prompt embeddings
-go in and the image or tokens come out. polygraphy reuses a runner's output buffers on the next call,
-so outputs are copied device-to-device into buffers the caller owns (the KV of step k feeds step k+1).
+Thin on TensorRT's own API: a plan is deserialized once per graph (polygraphy's EngineFromBytes), and
+each call sets input shapes, picks the optimization profile that fits them, and binds every input and
+output by device address (`set_tensor_address`), then `execute_async_v3`. Outputs the caller passes are
+written in place (the KV cache, the next z); others land in scratch buffers the runner allocated once
+per shape. Handles are polygraphy `cuda.DeviceArray`s or `cuda.DeviceView`s over them.
+
+The LLM runs in its portable form here: its attention concatenates past and new K/V, so the cache moves
+between two pre-allocated buffers (no per-call allocation, one copy per call). In-place KV on TensorRT
+needs TensorRT >= 10.15's IKVCacheUpdateLayer (the cache must be a network input with a static length,
+its output aliases that memory; write indices per row = our cache lengths) with IAttentionLayer, or the
+TensorRT-LLM GPT attention plugin; see README "Engines".
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from jflow.artifact.engines import EngineIdentity, probe_identity
 from jflow.errors import JFlowError
+from jflow.runtime.backends import Outputs, check_io, graph_error
 from jflow.runtime.engine_profiles import select_profile
 
 
-class StaleEngineError(JFlowError):
-    """The artifact's engines were built for another TensorRT version or GPU."""
+class TrtRunner:
+    def __init__(self, backend: "TensorRTBackend", name: str, plan: Path, profiles: list[dict], entry: dict):
+        self.backend, self.name, self.plan, self.profiles, self.entry = backend, name, plan, profiles, entry
+        self.context = None
+        self.scratch: dict[str, Any] = {}
 
-
-def check_engines(section: dict, version: str, gpu_name: str, compute_capability: str) -> None:
-    """Refuse engines from another TensorRT or GPU with a message to rebuild (never crash inside TensorRT)."""
-    built = (section.get("tensorrt_version"), section.get("gpu_name"), section.get("compute_capability"))
-    here = (version, gpu_name, compute_capability)
-    if built != here:
-        raise StaleEngineError(
-            f"the engines were built with TensorRT {built[0]} for {built[1]} (sm {built[2]}), but this machine has "
-            f"TensorRT {here[0]} on {here[1]} (sm {here[2]}); rebuild them here with "
-            "`jflow-export build --out DIR --target tensorrt`")
-
-
-class TensorRTGraph:
-    def __init__(self, plan: Path, profiles: list[dict]):
-        from polygraphy.backend.trt import EngineFromBytes, TrtRunner
-        self.profiles = profiles
-        self.runner = TrtRunner(EngineFromBytes(plan.read_bytes()))
-        self.runner.activate()
+    def activate(self) -> None:
+        if self.context is not None:
+            return
+        import tensorrt as trt
+        from polygraphy.backend.trt import EngineFromBytes
+        try:
+            self.engine = EngineFromBytes(self.plan.read_bytes())()
+            self.context = self.engine.create_execution_context()
+        except Exception as exc:
+            raise graph_error(self.name, f"TensorRT cannot load {self.plan.name}", exc) from None
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
+        check_io(self.name, self.entry, {n: self.dtypes[n].name for n in names if n not in self.outputs},
+                 {n: self.dtypes[n].name for n in self.outputs})
         self.profile = 0
 
-    def run(self, feeds: dict, outputs: list[str] | None = None) -> dict:
-        from polygraphy import cuda
+    def deactivate(self) -> None:
+        self.context = self.engine = None
+        self.scratch.clear()
+
+    def infer(self, feeds: Mapping[str, Any], outputs: Outputs = None) -> dict[str, Any]:
+        self.activate()
+        b, ctx = self.backend, self.context
+        feeds = {n: b.upload(np.ascontiguousarray(v, self.dtypes[n])) if isinstance(v, np.ndarray) else v
+                 for n, v in feeds.items()}
         index = select_profile(self.profiles, {n: tuple(v.shape) for n, v in feeds.items()})
         if index != self.profile:
-            self.runner.set_profile(index)
+            ctx.set_optimization_profile_async(index, b.stream.ptr)
             self.profile = index
-        results = self.runner.infer(feeds, copy_outputs_to_host=False)
-        owned = {}
-        for name in outputs or list(results):
-            view = results[name]
-            owned[name] = copy = cuda.DeviceArray(shape=view.shape, dtype=view.dtype)
-            cuda.wrapper().memcpy(dst=copy.ptr, src=view.ptr, nbytes=view.nbytes,
-                                  kind=cuda.MemcpyKind.DeviceToDevice)
-        return owned
+        for name, handle in feeds.items():
+            ctx.set_input_shape(name, tuple(handle.shape))
+            ctx.set_tensor_address(name, handle.ptr)
+        given = dict(outputs) if isinstance(outputs, Mapping) else {}
+        wanted = list(given) if isinstance(outputs, Mapping) else list(outputs or self.outputs)
+        results = {}
+        for name in self.outputs:  # TensorRT needs every output bound
+            shape = tuple(ctx.get_tensor_shape(name))
+            handle = given.get(name)
+            if handle is None:
+                handle = self.scratch.get(name)
+                if handle is None or tuple(handle.shape) != shape:
+                    handle = self.scratch[name] = b.empty(shape, self.dtypes[name])
+            ctx.set_tensor_address(name, handle.ptr)
+            if name in wanted:
+                results[name] = handle
+        try:
+            if not ctx.execute_async_v3(b.stream.ptr):
+                raise RuntimeError("execute_async_v3 returned false")
+            b.stream.synchronize()
+        except Exception as exc:
+            raise graph_error(self.name, "TensorRT could not run it", exc) from None
+        # Scratch buffers are reused by the next call: hand out copies of the ones the caller asked for.
+        return {n: (h if n in given else b.copy(h)) for n, h in results.items()}
 
 
 class TensorRTBackend:
     name = "tensorrt"
+    device = "cuda"
 
-    def __init__(self, section: dict):
-        import tensorrt
+    def __init__(self, section: dict, identity: EngineIdentity | None = None):
+        from polygraphy import cuda
+        (identity or probe_identity()).check_built_for(EngineIdentity.from_section(section))
+        self.section, self.cuda = section, cuda
+        self.stream = cuda.Stream()
 
-        from jflow.engines.targets import gpu_identity
-        check_engines(section, tensorrt.__version__, *gpu_identity())
-        self.section = section
-        self.device = "cuda"
-
-    def open(self, path: Path, entry: dict) -> TensorRTGraph:
-        name = path.stem
+    def runner(self, name: str, path: Path, entry: dict) -> TrtRunner:
         graph = self.section["graphs"].get(name)
         if graph is None:
             raise JFlowError(f"no TensorRT engine for {name} in this artifact; build it with "
                              f"`jflow-export build --out DIR --target tensorrt --components {name}`")
-        return TensorRTGraph(path.parent.parent / graph["plan"], graph["profiles"])
+        root = path.parent.parent  # DIR/onnx/<graph>.onnx -> DIR
+        return TrtRunner(self, name, root / graph["plan"], graph["profiles"], entry)
 
-    def to_device(self, array: np.ndarray):
-        from polygraphy import cuda
+    def empty(self, shape: Sequence[int], dtype) -> Any:
         from polygraphy.datatype import DataType
-        array = np.ascontiguousarray(array)
-        return cuda.DeviceArray(shape=array.shape, dtype=DataType.from_dtype(array.dtype)).copy_from(array)
+        return self.cuda.DeviceArray(shape=tuple(int(d) for d in shape), dtype=DataType.from_dtype(np.dtype(dtype)))
 
-    def to_host(self, handle) -> np.ndarray:
-        return handle.numpy() if hasattr(handle, "numpy") else np.asarray(handle)
+    def upload(self, array: np.ndarray, out: Any = None) -> Any:
+        array = np.ascontiguousarray(array)
+        out = self.empty(array.shape, array.dtype) if out is None else out
+        self.cuda.wrapper().memcpy(dst=out.ptr, src=array.ctypes.data, nbytes=array.nbytes,
+                                   kind=self.cuda.MemcpyKind.HostToDevice, stream_ptr=self.stream.ptr)
+        self.stream.synchronize()
+        return out
+
+    def view(self, handle: Any, shape: Sequence[int]) -> Any:
+        return self.cuda.DeviceView(ptr=handle.ptr, shape=tuple(int(d) for d in shape), dtype=handle.dtype)
+
+    def copy(self, handle: Any) -> Any:
+        out = self.empty(handle.shape, handle.dtype)
+        self.cuda.wrapper().memcpy(dst=out.ptr, src=handle.ptr, nbytes=handle.nbytes,
+                                   kind=self.cuda.MemcpyKind.DeviceToDevice, stream_ptr=self.stream.ptr)
+        return out
+
+    def download(self, handle: Any) -> np.ndarray:
+        return np.asarray(handle.numpy())

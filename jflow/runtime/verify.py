@@ -1,8 +1,13 @@
-"""`verify`: run every graph of an artifact on its stored PyTorch reference inputs and compare the outputs.
+"""`verify`: prove an artifact on this machine, through the same seam and contract the runtime uses.
 
-Torch-free (numpy + onnxruntime). The artifact is first checked file by file (sha256); then each graph
-that has `reference/<graph>.npz` is opened, fed the `in.<name>` arrays and its outputs compared with the
-`out.<name>` arrays. Graphs may have more outputs than the reference holds; only those present compare.
+Torch-free. First the artifact is loaded exactly as the runtime loads it (schema, contract, every
+file's sha256, tokenizer, embeddings), so verify fails on anything `generate` would refuse. Then:
+- each graph with `reference/<graph>.npz` runs on its stored inputs (taken from real reference runs)
+  through the backend's runner, and every output is compared with PyTorch's;
+- the end-to-end cases replay through the Pipeline (so on ONNX Runtime the fused LLM form and its
+  in-place KV cache are what is checked): the generation case's latents and image, and the
+  understanding case's greedy tokens and its logits teacher-forced along the reference's tokens.
+Tolerances per precision come from the manifest.
 """
 
 from __future__ import annotations
@@ -10,42 +15,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from jflow.artifact.manifest import Manifest
+from jflow.artifact.precision import TOLERANCES
 from jflow.errors import InputError, JFlowError
-from jflow.runtime.manifest import ArtifactError, Manifest
+from jflow.runtime.backends import BACKENDS
 
-SUPPORTED_BACKENDS = ("onnxruntime",)
-
-# Pass thresholds per artifact precision, for floating-point outputs (integer and bool outputs must
-# match exactly). A row passes when
-#   rel_l2 = ||ours - ref||_2 / max(||ref||_2, 1e-12) <= "rel_l2"   and
-#   cosine(ours, ref) over the flattened arrays in float64 >= "cosine"   and
-#   ours holds no NaN/Inf (always a FAIL, whatever the metrics say).
-# fp32: ONNX vs PyTorch differ only by kernel order and fusion (~1e-6 relative); 1e-4 leaves room for
-#       long reductions (the 24-layer LLM, the VAE) while catching any real graph error.
-# fp16: one fp16 rounding is ~5e-4 relative; after 24 layers a few 1e-3 is normal, 2e-2 is the bound a
-#       correct fp16 build stays under (the fp32 islands of the precision policy keep it there).
-# max_abs is reported for reading, never gated: its scale depends on the tensor.
-TOLERANCES: dict[str, dict[str, float]] = {
-    "fp32": {"rel_l2": 1e-4, "cosine": 0.99999},
-    "fp16": {"rel_l2": 2e-2, "cosine": 0.999},
-}
-
-# onnxruntime's type strings -> numpy dtypes (inputs are cast to what the session expects).
-_ORT_TYPES = {
-    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
-    "tensor(bool)": np.bool_,
-}
-_MANIFEST_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "int64": "tensor(int64)"}
+E2E = ("generation", "understanding")
 
 
 @dataclass
 class VerifyRow:
-    """One compared output (or one graph that could not be compared: output '-', metrics None)."""
+    """One compared output (or one check that could not run: output '-', metrics None)."""
 
     graph: str
     output: str
@@ -61,13 +45,14 @@ class VerifyRow:
 @dataclass
 class VerifyReport:
     """The result of `verify_artifact`. `ok` is the single verdict; `error` is set when the artifact
-    itself could not be trusted (missing, wrong schema, altered files) and no graph was run."""
+    itself could not be trusted (missing, wrong schema, broken contract, altered files) and nothing ran."""
 
     artifact: Path
     backend: str
     precision: str | None = None
     rows: list[VerifyRow] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # graphs without a reference file
+    notes: list[str] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -108,35 +93,40 @@ def _tolerance_text(tol: dict[str, float]) -> str:
     return f"rel_l2<={tol['rel_l2']:.0e} cos>={tol['cosine']:g}"
 
 
-def _judge(graph: str, name: str, ours: np.ndarray, ref: np.ndarray, tol: dict[str, float]) -> VerifyRow:
+def judge(graph: str, name: str, ours: np.ndarray, ref: np.ndarray, tol: dict[str, float],
+          max_abs: float | None = None) -> VerifyRow:
+    """A row for one output: exact for integers, else rel-L2, cosine, no NaN/Inf (and max_abs when given)."""
     ours, ref = np.asarray(ours), np.asarray(ref)
     exact = not (np.issubdtype(ref.dtype, np.floating) or np.issubdtype(ours.dtype, np.floating))
-    tol_text = "exact" if exact else _tolerance_text(tol)
+    tol_text = "exact" if exact else _tolerance_text(tol) + (f" max_abs<={max_abs:g}" if max_abs is not None else "")
     if ours.shape != ref.shape:
         return VerifyRow(graph, name, None, None, None, None, tol_text, False,
                          f"shape {list(ours.shape)} but reference has {list(ref.shape)}")
-    max_abs, rel_l2, cosine, nonfinite = compare(ours, ref)
+    abs_err, rel_l2, cosine, nonfinite = compare(ours, ref)
     notes = []
     if exact:
         passed = bool(np.array_equal(ours, ref))
         if not passed:
             notes.append(f"{int(np.count_nonzero(ours != ref))} of {ref.size} values differ")
     else:
-        passed = (nonfinite == 0 and rel_l2 <= tol["rel_l2"] and cosine >= tol["cosine"])
+        passed = nonfinite == 0 and rel_l2 <= tol["rel_l2"] and cosine >= tol["cosine"]
+        if max_abs is not None and not abs_err <= max_abs:
+            passed = False
+            notes.append("max abs error over tolerance")
         if nonfinite:
             notes.append(f"{nonfinite} NaN/Inf value(s) in our output")
         if not np.all(np.isfinite(ref.astype(np.float64))):
             passed = False
             notes.append("the reference itself holds NaN/Inf; re-export it")
-        if not (rel_l2 <= tol["rel_l2"]):
+        if not rel_l2 <= tol["rel_l2"]:
             notes.append("rel L2 over tolerance")
-        if not (cosine >= tol["cosine"]):
+        if not cosine >= tol["cosine"]:
             notes.append("cosine under tolerance")
-    return VerifyRow(graph, name, max_abs, rel_l2, cosine, nonfinite, tol_text, passed, "; ".join(notes))
+    return VerifyRow(graph, name, abs_err, rel_l2, cosine, nonfinite, tol_text, passed, "; ".join(notes))
 
 
-def _fail(graph: str, tol_text: str, note: str, output: str = "-") -> VerifyRow:
-    return VerifyRow(graph, output, None, None, None, None, tol_text, False, note)
+def _fail(graph: str, note: str, output: str = "-", tolerance: str = "-") -> VerifyRow:
+    return VerifyRow(graph, output, None, None, None, None, tolerance, False, note)
 
 
 def _first_line(e: BaseException) -> str:
@@ -144,103 +134,119 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
 
 
-def _verify_graph(m: Manifest, name: str, ort: Any, providers: Sequence[str]) -> list[VerifyRow]:
-    g = m.graph(name)
-    tol = TOLERANCES[g["precision"] if g.get("precision") in TOLERANCES else m.precision]  # optional override
-    tol_text = _tolerance_text(tol)
-    ref_path = m.reference_path(name)
-    if ref_path is None:
-        return [_fail(name, tol_text, "the artifact has no reference file for this graph")]
+def _tolerance(m: Manifest, precision: str) -> dict[str, float]:
+    stated = m.data.get("tolerances", {})
+    return stated.get(precision) if isinstance(stated.get(precision), dict) else TOLERANCES[precision]
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _verify_graph(pipe, name: str) -> list[VerifyRow]:
+    m = pipe.manifest
+    tol = _tolerance(m, m.graph_precision(name))
     try:
-        with np.load(ref_path, allow_pickle=False) as z:
-            ref = {k: z[k] for k in z.files}
+        ref = _load_npz(m.reference_path(name))
     except Exception as e:  # a damaged npz is a failed check, not a crash
-        return [_fail(name, tol_text, f"cannot read reference {ref_path.name}: {_first_line(e)}")]
-
-    try:
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        sess = ort.InferenceSession(str(m.graph_path(name)), sess_options=opts, providers=list(providers))
-    except Exception as e:
-        return [_fail(name, tol_text, f"cannot open {g['file']} with onnxruntime: {_first_line(e)}")]
-
-    # The graph file must be the graph the manifest describes (catches a swapped or stale .onnx).
-    s_in = {i.name: i.type for i in sess.get_inputs()}
-    s_out = {o.name: o.type for o in sess.get_outputs()}
-    m_in = {i["name"]: i["dtype"] for i in g["inputs"]}
-    m_out = {o["name"]: o["dtype"] for o in g["outputs"]}
-    problems = []
-    for side, s, mm in (("inputs", s_in, m_in), ("outputs", s_out, m_out)):
-        if set(s) != set(mm):
-            problems.append(f"{side} {sorted(s)} but the manifest says {sorted(mm)}")
-        else:
-            bad = [n for n in mm if _MANIFEST_TYPES[mm[n]] != s[n]]
-            if bad:
-                problems.append(f"{side} {', '.join(f'{n} is {s[n]} not {mm[n]}' for n in bad)}")
-    if problems:
-        return [_fail(name, tol_text, f"{g['file']} does not match the manifest: {'; '.join(problems)} "
-                                      f"(swapped or stale graph file?)")]
-
-    missing = [n for n in s_in if f"in.{n}" not in ref]
-    if missing:
-        return [_fail(name, tol_text, f"reference {ref_path.name} lacks input(s) {', '.join(missing)}")]
+        return [_fail(name, f"cannot read its reference file: {_first_line(e)}")]
+    inputs = [t["name"] for t in m.graph(name)["inputs"]]
+    missing = [n for n in inputs if f"in.{n}" not in ref]
     wanted = [k[4:] for k in ref if k.startswith("out.")]
-    unknown = [n for n in wanted if n not in s_out]
-    if not wanted:
-        return [_fail(name, tol_text, f"reference {ref_path.name} holds no out.* arrays")]
-    rows = [_fail(name, tol_text, "reference has this output but the graph does not", output=n) for n in unknown]
-    wanted = [n for n in wanted if n in s_out]
-    if not wanted:
-        return rows
-
-    feeds = {n: np.ascontiguousarray(ref[f"in.{n}"].astype(_ORT_TYPES.get(t, ref[f"in.{n}"].dtype), copy=False))
-             for n, t in s_in.items()}
+    if missing or not wanted:
+        return [_fail(name, f"its reference file lacks input(s) {', '.join(missing)}" if missing
+                      else "its reference file holds no out.* arrays")]
+    declared = {t["name"] for t in m.graph(name)["outputs"]}
+    rows = [_fail(name, "the reference has this output but the graph does not", output=n)
+            for n in wanted if n not in declared]
+    wanted = [n for n in wanted if n in declared]
     try:
-        outs = sess.run(wanted, feeds)
-    except Exception as e:
-        return rows + [_fail(name, tol_text, f"running {g['file']} failed: {_first_line(e)}")]
-    rows += [_judge(name, n, o, ref[f"out.{n}"], tol) for n, o in zip(wanted, outs)]
+        outs = pipe.runner(name).infer({n: ref[f"in.{n}"] for n in inputs}, wanted)
+    except JFlowError as e:
+        return rows + [_fail(name, str(e))]
+    return rows + [judge(name, n, pipe.backend.download(outs[n]), ref[f"out.{n}"], tol) for n in wanted]
+
+
+def _verify_generation(pipe, case: dict, tol: dict) -> list[VerifyRow]:
+    latents = pipe.generate_latents([str(p) for p in case["prompts"]], steps=int(case["steps"]),
+                                    cfg_weight=float(case["cfg_weight"]), noise=case["noise"])
+    image = pipe.decode_latents(latents)
+    rows = [judge("e2e:generation", "latents", latents, case["latents"], tol)]
+    if pipe.manifest.precision == "fp32":  # every uint8 pixel within 1: truncation flips pixels on a boundary
+        rows.append(judge("e2e:generation", "image", image.astype(np.float32), case["image"].astype(np.float32),
+                          {"rel_l2": 1e-2, "cosine": tol["cosine"]}, max_abs=1.0))
+    else:
+        rows.append(judge("e2e:generation", "image", image.astype(np.float32), case["image"].astype(np.float32), tol))
     return rows
 
 
-def verify_artifact(dir: str | Path, backend: str = "onnxruntime", graphs: Sequence[str] | None = None, *,
-                    providers: Sequence[str] | None = None) -> VerifyReport:
-    """Check an artifact's files (sha256) and run each graph on its reference inputs against PyTorch's outputs.
+def _verify_understanding(pipe, case: dict, tol: dict) -> list[VerifyRow]:
+    image, question, expected = case["image"], str(case["question"]), case["tokens"]
+    ours = np.array(pipe.answer_tokens(image, question, max_new_tokens=int(case["max_new_tokens"]))[0], np.int64)
+    rows = []
+    agree = int(np.argmin(np.append(ours[:len(expected)] == expected[:len(ours)], False)))
+    if pipe.manifest.precision == "fp32":  # greedy tokens must be identical; lower precisions may flip a near-tie
+        rows.append(judge("e2e:understanding", "tokens", ours, expected, tol))
+    rows_in, _ = pipe.understanding_rows([image], [question])
+    llm = pipe.llm
+    cache = llm.new_cache(1, len(rows_in[0]) + len(expected))
+    logits = [pipe.backend.download(llm.prefill(cache, rows_in))[0]]
+    for token in expected[:-1]:  # teacher-forced along the reference's own answer
+        logits.append(pipe.backend.download(llm.decode_one(cache, pipe.embed(np.array([[token]]))))[0])
+    row = judge("e2e:understanding", "logits", np.stack(logits).astype(np.float32), case["logits"], tol)
+    row.note = "; ".join(x for x in (row.note, f"greedy tokens agree on {agree} of {len(expected)}") if x)
+    return rows + [row]
 
-    graphs: names to check (default: every graph with a reference file; the others go to `skipped`).
-    providers: onnxruntime execution providers (default CPU only).
-    Never raises for a bad artifact: the report's `error` (artifact-level) or FAIL rows say what is wrong.
-    Raises InputError for an unknown backend or graph name.
-    """
-    if backend not in SUPPORTED_BACKENDS:
-        raise InputError(f"unknown verify backend {backend!r}; supported: {', '.join(SUPPORTED_BACKENDS)}")
+
+def verify_artifact(dir: str | Path, backend: str = "onnxruntime", graphs: Sequence[str] | None = None, *,
+                    providers: Sequence[str] | None = None, end_to_end: bool = True) -> VerifyReport:
+    """Check an artifact's contract and files, run each graph on its reference inputs, and replay the
+    end-to-end cases through the runtime. Never raises for a bad artifact: the report's `error`
+    (artifact-level) or FAIL rows say what is wrong. Raises InputError for an unknown backend or graph."""
+    from jflow.runtime.pipeline import Pipeline
+    if backend not in BACKENDS:
+        raise InputError(f"unknown verify backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     report = VerifyReport(artifact=Path(dir), backend=backend)
     try:
-        m = Manifest.load(dir, check_files=True)
-    except ArtifactError as e:
+        pipe = Pipeline.load(dir, backend=backend, providers=list(providers) if providers else None,
+                             check_files="full")
+    except JFlowError as e:
         report.error = str(e)
         return report
-    report.precision = m.precision
-    if graphs is None:
+    with pipe:
+        m = pipe.manifest
+        report.backend, report.precision = pipe.backend.name, m.precision
         names = [n for n in m.graphs if m.reference_path(n) is not None]
-        report.skipped = [n for n in m.graphs if n not in names]
-    else:
-        unknown = [n for n in graphs if n not in m.graphs]
-        if unknown:
-            raise InputError(f"no graph named {', '.join(map(repr, unknown))} in {m.root}; "
-                             f"it has: {', '.join(m.graphs) or 'none'}")
-        names = list(dict.fromkeys(graphs))
-    if not names:
-        report.error = (f"artifact {m.root} has no reference files to compare against; "
-                        f"re-export it with `jflow-export onnx` (it writes reference/<graph>.npz)")
-        return report
-    try:
-        import onnxruntime as ort
-    except ImportError as e:
-        raise JFlowError(f"verify needs onnxruntime, which cannot be imported ({e}); "
-                         f"install it with `pip install onnxruntime`") from None
-    for name in names:
-        report.rows += _verify_graph(m, name, ort, providers or ["CPUExecutionProvider"])
+        if graphs is not None:
+            unknown = [n for n in graphs if n not in m.graphs and n not in E2E]
+            if unknown:
+                raise InputError(f"no graph named {', '.join(map(repr, unknown))} in {m.root}; it has: "
+                                 f"{', '.join(m.graphs)} (and the end-to-end cases {', '.join(E2E)})")
+            names = [n for n in names if n in graphs]
+        forms = [n for n in m.graphs if "form_of" in m.graph(n)]
+        report.skipped = [n for n in m.graphs if m.reference_path(n) is None and n not in forms
+                          and (graphs is None or n in graphs)]
+        used = pipe.llm.graph_name
+        if used in forms:
+            report.notes.append(f"{used} (the {pipe.backend.name} form of {m.graph(used)['form_of']}, with its "
+                                "in-place KV cache) is what the e2e rows run")
+        for name in names:
+            report.rows += _verify_graph(pipe, name)
+        checks = {"generation": _verify_generation, "understanding": _verify_understanding}
+        for case in E2E:
+            if not end_to_end or (graphs is not None and case not in graphs):
+                continue
+            path = m.reference.get("end_to_end", {}).get(case)
+            if path is None:
+                report.rows.append(_fail(f"e2e:{case}", "the artifact has no reference case for it"))
+                continue
+            try:
+                report.rows += checks[case](pipe, _load_npz(m.path(path)), _tolerance(m, m.precision))
+            except (JFlowError, KeyError, ValueError, OSError) as e:
+                report.rows.append(_fail(f"e2e:{case}", f"replaying it failed: {_first_line(e)}"))
+    if not report.rows and report.error is None:
+        report.error = "nothing to compare: the artifact has no reference files; re-export it"
     return report
 
 
@@ -270,10 +276,11 @@ def format_table(report: VerifyReport) -> str:
         out += [line(head), line(["-" * w for w in widths])]
     for r, cells in zip(report.rows, body):
         out.append(line(cells))
-        if r.note and not r.passed:
+        if r.note:
             out.append(f"    {r.note}")
     if report.skipped:
         out.append(f"skipped (no reference file): {', '.join(report.skipped)}")
+    out += [f"note: {n}" for n in report.notes]
     if report.error:
         out.append(f"FAIL: {report.error}")
     summary = f"{report.passed} passed, {report.failed} failed"

@@ -11,7 +11,7 @@ from jflow.cli import main
 from jflow.engines.build import build
 from jflow.engines.targets import tensorrt_status
 from jflow.runtime.backends import make_backend
-from jflow.runtime.manifest import Manifest
+from jflow.artifact.manifest import Manifest
 from jflow.runtime.pipeline import Pipeline
 
 HAS_TENSORRT = tensorrt_status().available
@@ -28,11 +28,12 @@ def test_onnxruntime_target(artifact_copy):
     assert build(artifact_copy, target="onnxruntime", log=lambda _: None) == "onnxruntime"
     m = Manifest.load(artifact_copy)  # every new file is hashed, the manifest still checks out
     graphs = m.data["engines"]["onnxruntime"]["graphs"]
-    assert set(graphs) == set(m.graphs)
+    # Every graph the ORT runtime runs but the LLM, whose fused form is already ORT's (weights never twice).
+    assert set(graphs) == {"siglip", "gen_encoder", "gen_decoder", "vae_decoder"}
     assert all((artifact_copy / rel).is_file() and rel in m.files for rel in graphs.values())
     pipe = Pipeline.load(artifact_copy)
     optimized = pipe.generate_latents("a cat", steps=2, seed=1)
-    assert pipe.graph("llm").session._model_path.endswith("ort/llm.onnx")  # the optimized graph is used
+    assert pipe.graph_path("gen_encoder").as_posix().endswith("ort/gen_encoder.onnx")  # the optimized graph is used
     plain = Pipeline.load(artifact_copy)
     plain.manifest.data["engines"] = {}
     assert np.abs(optimized - plain.generate_latents("a cat", steps=2, seed=1)).max() <= 1e-5
@@ -50,9 +51,21 @@ def test_auto_target_without_tensorrt_builds_onnxruntime_and_says_so(artifact_co
 
 def test_cli_build_exports_first_then_builds(tmp_path):
     result = CliRunner().invoke(main, ["build", "--model", "tiny", "--out", str(tmp_path / "a"), "--target",
-                                       "onnxruntime", "--precision", "fp32", "--max-context", "700"])
+                                       "onnxruntime", "--precision", "fp32", "--max-context", "800"])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "a" / "ort" / "llm.onnx").is_file() and "built the onnxruntime target" in result.output
+    assert (tmp_path / "a" / "ort" / "siglip.onnx").is_file() and "built the onnxruntime target" in result.output
+    assert not (tmp_path / "a" / "ort" / "llm.onnx").exists()
+
+
+def test_components_each_target_cannot_build_are_refused(artifact_copy):
+    from jflow.errors import InputError
+    with pytest.raises(InputError, match="llm_ort is the LLM"):
+        build(artifact_copy, target="onnxruntime", components=["llm_ort"], log=lambda _: None)
+    from jflow.engines.build import _components
+    m = Manifest.load(artifact_copy)
+    assert _components(m, "tensorrt", None) == ["siglip", "llm", "gen_encoder", "gen_decoder", "vae_decoder"]
+    with pytest.raises(InputError, match="TensorRT builds `llm`"):
+        _components(m, "tensorrt", ["llm_ort"])
 
 
 def test_cli_tensorrt_target_fails_fast_without_tensorrt(tmp_path, artifact_copy):
@@ -80,7 +93,8 @@ def test_backend_selection_without_engines(tiny_artifact):
 def test_tensorrt_build_and_parity(artifact_copy):
     assert build(artifact_copy, target="tensorrt", log=lambda _: None) == "tensorrt"
     m = Manifest.load(artifact_copy)
-    assert set(m.data["engines"]["tensorrt"]["graphs"]) == set(m.graphs)
+    assert set(m.data["engines"]["tensorrt"]["graphs"]) == {"siglip", "llm", "gen_encoder", "gen_decoder",
+                                                            "vae_decoder"}
     trt, ort = Pipeline.load(artifact_copy, backend="tensorrt"), Pipeline.load(artifact_copy, backend="onnxruntime")
     a, b = trt.generate_latents("a cat", steps=3, seed=0), ort.generate_latents("a cat", steps=3, seed=0)
     assert np.abs(a - b).max() <= 1e-2
@@ -94,7 +108,7 @@ def test_tensorrt_build_and_parity(artifact_copy):
 @pytest.mark.tensorrt
 @needs_tensorrt
 def test_stale_engine_is_refused(artifact_copy):
-    from jflow.runtime.tensorrt_backend import StaleEngineError
+    from jflow.artifact.engines import StaleEngineError
     build(artifact_copy, target="tensorrt", components=["siglip"], log=lambda _: None)
     manifest = json.loads((artifact_copy / "manifest.json").read_text())
     manifest["engines"]["tensorrt"]["tensorrt_version"] = "9.0.0"

@@ -4,18 +4,19 @@ import dataclasses
 
 import pytest
 
+from jflow.artifact.engines import EngineIdentity, EngineKey, StaleEngineError
 from jflow.engines import cache
 from jflow.engines.targets import TargetUnavailable, TensorRTStatus, choose_target, tensorrt_status
-from jflow.runtime.tensorrt_backend import StaleEngineError, check_engines
 
 MANIFEST = {"precision": "fp16", "files": {"onnx/llm.onnx": "a" * 64, "onnx/llm.onnx.data": "b" * 64,
                                            "onnx/siglip.onnx": "c" * 64},
             "graphs": {"llm": {"file": "onnx/llm.onnx"}, "siglip": {"file": "onnx/siglip.onnx"}}}
 PROFILES = [{"name": "default", "shapes": {"x": [[1], [1], [4]]}}]
+ORIN = EngineIdentity("10.3.0", "Orin", "8.7")
 
 
 def _key(**changes):
-    key = cache.EngineKey.for_graph(MANIFEST, "llm", PROFILES, "10.3.0", "Orin", "8.7")
+    key = EngineKey.for_graph(MANIFEST, "llm", PROFILES, ORIN)
     return dataclasses.replace(key, **changes)
 
 
@@ -29,11 +30,11 @@ def test_key_changes_with_everything_that_makes_an_engine_valid():
 
 def test_graph_hash_covers_external_data():
     other = {**MANIFEST, "files": {**MANIFEST["files"], "onnx/llm.onnx.data": "d" * 64}}
-    a = cache.EngineKey.for_graph(MANIFEST, "llm", PROFILES, "10.3.0", "Orin", "8.7")
-    b = cache.EngineKey.for_graph(other, "llm", PROFILES, "10.3.0", "Orin", "8.7")
+    a = EngineKey.for_graph(MANIFEST, "llm", PROFILES, ORIN)
+    b = EngineKey.for_graph(other, "llm", PROFILES, ORIN)
     assert a.graph_sha256 != b.graph_sha256
-    assert cache.EngineKey.for_graph(other, "siglip", PROFILES, "10.3.0", "Orin", "8.7").graph_sha256 == \
-        cache.EngineKey.for_graph(MANIFEST, "siglip", PROFILES, "10.3.0", "Orin", "8.7").graph_sha256
+    assert EngineKey.for_graph(other, "siglip", PROFILES, ORIN).graph_sha256 == \
+        EngineKey.for_graph(MANIFEST, "siglip", PROFILES, ORIN).graph_sha256
 
 
 def test_store_then_reuse_and_refuse_stale(tmp_path):
@@ -71,9 +72,17 @@ def test_this_machine_has_no_tensorrt():
 
 
 def test_stale_engines_are_refused_with_a_rebuild_message():
-    section = {"tensorrt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": "8.7"}
-    check_engines(section, "10.3.0", "Orin", "8.7")
+    built = EngineIdentity.from_section({"tensorrt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": "8.7"})
+    ORIN.check_built_for(built)
     with pytest.raises(StaleEngineError, match="rebuild them here"):
-        check_engines(section, "10.7.0", "Orin", "8.7")
+        EngineIdentity("10.7.0", "Orin", "8.7").check_built_for(built)
     with pytest.raises(StaleEngineError, match="RTX 4090"):
-        check_engines(section, "10.3.0", "RTX 4090", "8.9")
+        EngineIdentity("10.3.0", "RTX 4090", "8.9").check_built_for(built)
+    with pytest.raises(StaleEngineError, match="sm 8.9"):  # same name, another architecture: still stale
+        EngineIdentity("10.3.0", "Orin", "8.9").check_built_for(built)
+
+
+def test_one_identity_for_build_key_and_runtime_check():
+    # The key a build stores and the identity the runtime checks come from the same fields.
+    key = _key()
+    assert key.identity == ORIN and EngineIdentity.from_section({**ORIN.as_dict(), "graphs": {}}) == ORIN

@@ -5,19 +5,19 @@ import onnx
 import pytest
 
 from jflow.export.artifact import export_artifact
-from jflow.export.spec import Limits
-from jflow.runtime.manifest import Manifest
+from jflow.artifact.spec import Limits
+from jflow.artifact.manifest import Manifest
 from jflow.runtime.verify import verify_artifact
 
 FLOAT, FLOAT16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
-# Ops whose inputs must be fp32 in an fp16 graph (the islands of jflow.export.precision).
+# Ops whose inputs must be fp32 in an fp16 graph (the islands of jflow.artifact.precision).
 ISLAND_OPS = {"Softmax", "ReduceL2", "Sin", "Cos", "Pow", "ReduceMean"}
 
 
 @pytest.fixture(scope="module")
 def artifact16(tmp_path_factory, tiny_ref):
     return export_artifact(tiny_ref, tmp_path_factory.mktemp("art16") / "tiny-fp16", precision="fp16",
-                           limits=Limits(max_batch=2, max_context=700, max_new_tokens=8), log=lambda _: None)
+                           limits=Limits(max_batch=2, max_context=800, max_new_tokens=8), log=lambda _: None)
 
 
 def _typed_graph(path):

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from jflow.errors import InputError, JFlowError
-from jflow.runtime.manifest import ArtifactError
+from jflow.artifact.manifest import ArtifactError
 from jflow.runtime.ode import initial_noise
 from jflow.runtime.pipeline import Pipeline
 from jflow.runtime.tokenizer import TextStream
@@ -47,11 +47,17 @@ def test_batch_and_num_images_equal_single_calls(pipe):
         assert np.abs(batch[i] - single[0]).max() <= 1e-5
 
 
-def test_prompt_kv_reuse_equals_full_recompute(pipe):
-    noise = initial_noise(5, 2, 48)
-    reused = pipe.generate_latents(["a cat", "a green door"], steps=3, noise=noise)
-    full = pipe.generate_latents(["a cat", "a green door"], steps=3, noise=noise, reuse_prompt_kv=False)
-    assert np.abs(reused - full).max() <= 1e-5
+def test_pipeline_closes_and_refuses_use_after_close(tiny_artifact, photo):
+    with Pipeline.load(tiny_artifact) as p:
+        p.answer_tokens(photo, QUESTION, max_new_tokens=1)
+        sessions = [r.inner for r in p._runners.values()] + [p.llm.graph.inner]
+        assert all(s.session is not None for s in sessions)
+    assert all(s.session is None for s in sessions)  # every session released
+    for call in (lambda: p.generate_latents("a cat", steps=1, seed=0), lambda: p.answer(photo, QUESTION),
+                 lambda: p.runner("siglip")):
+        with pytest.raises(JFlowError, match="this Pipeline was closed; load the artifact again"):
+            call()
+    p.close()  # closing twice is fine
 
 
 def test_progress_reports_every_step(pipe):
@@ -92,7 +98,7 @@ def test_text_stream_never_splits_a_character(pipe):
 
 def test_e2e_reference_cases_pass_through_the_runtime(pipe, tiny_artifact):
     gen = np.load(tiny_artifact / "reference" / "e2e_generation.npz")
-    latents = pipe.generate_latents(str(gen["prompt"]), steps=int(gen["steps"]), noise=gen["noise"],
+    latents = pipe.generate_latents([str(p) for p in gen["prompts"]], steps=int(gen["steps"]), noise=gen["noise"],
                                     cfg_weight=float(gen["cfg_weight"]))
     assert np.abs(latents - gen["latents"]).max() <= 1e-4
     assert np.abs(pipe.decode_latents(latents).astype(int) - gen["image"]).max() <= 1

@@ -26,7 +26,8 @@ def test_profile_times_every_stage(tiny_artifact):
     # a whole generation costs more than one of its steps
     assert report["stages"]["generation_total"]["min_ms"] > report["stages"]["ode_step.llm"]["min_ms"]
     assert report["peak_host_rss_mib"] > 0 and report["backend"] == "onnxruntime"
-    assert report["precision"] == "fp32" and "onnxruntime" in report["versions"]
+    assert report["precision"] == "fp32" and "onnxruntime" in report["versions"] and report["llm_form"] == "llm_ort"
+    assert report["device"]["cpu_model"] and report["threads"] is None and report["spin"] is False
     json.dumps(report)  # JSON-ready
 
 
@@ -42,8 +43,11 @@ def test_trace_is_chrome_trace_json(tiny_artifact, tmp_path):
     assert names.count("graph.gen_decoder") == 2 and {"graph.siglip", "graph.vae_decoder"} <= set(names)
     gen = next(e for e in events if e["name"] == "request.generate")
     inside = [e for e in events if e["name"].startswith("graph.") and gen["ts"] <= e["ts"] <= gen["ts"] + gen["dur"]]
-    assert {e["name"] for e in inside} == {"graph.llm", "graph.gen_encoder", "graph.gen_decoder", "graph.vae_decoder"}
-    assert all(type(g).__name__ != "TracedGraph" for g in pipe._graphs.values())  # unwrapped afterwards
+    assert {e["name"] for e in inside} == {"graph.llm_ort", "graph.gen_encoder", "graph.gen_decoder",
+                                           "graph.vae_decoder"}
+    assert pipe.tracer is None  # tracing ends with the block
+    pipe.generate_latents("a cat", steps=1, seed=0)
+    assert len(tracer.events()) == len(events)
 
 
 def test_tracer_spans_nest_in_time():

@@ -1,131 +1,143 @@
-"""`verify`: graphs of a hand-made artifact run on onnxruntime against their reference outputs."""
+"""`verify` on the tiny artifact: it passes a good artifact, fails on anything the runtime would refuse,
+judges numbers by the manifest's tolerances, and replays the end-to-end cases through the runtime."""
+
+import json
+import shutil
 
 import numpy as np
 import pytest
 
-from handmade_artifact import save_double_model, write_manifest
-from jflow.errors import InputError
-from jflow.runtime.verify import TOLERANCES, compare, format_table, verify_artifact
-
-pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
-
-B = np.arange(4, dtype=np.float32)
-
-
-def _save_model(path, input_name="x", nan=False):
-    save_double_model(path, scale=np.nan if nan else 2.0, input_name=input_name)
-
-
-def _write_manifest(root, precision="fp32"):
-    write_manifest(root, precision=precision)
-
-
-def _write_reference(root, y_scale=1.0, x_dtype=np.float32):
-    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
-    y = (x * 2 + B) * np.float32(y_scale)
-    (root / "reference").mkdir(exist_ok=True)
-    np.savez(root / "reference" / "double.npz", **{"in.x": x.astype(x_dtype), "out.y": y})
+from jflow.artifact.manifest import update_manifest
+from jflow.errors import InputError, JFlowError
+from jflow.runtime.pipeline import Pipeline
+from jflow.runtime.verify import compare, format_table, verify_artifact
 
 
 @pytest.fixture
-def artifact(tmp_path):
-    root = tmp_path / "art"
-    _save_model(root / "onnx" / "double.onnx")
-    _write_reference(root)
-    _write_manifest(root)
-    return root
+def art(tiny_artifact, tmp_path, monkeypatch):
+    monkeypatch.setenv("JFLOW_CACHE", str(tmp_path / "cache"))
+    return shutil.copytree(tiny_artifact, tmp_path / "art")
 
 
-def test_good_artifact_passes(artifact):
-    report = verify_artifact(artifact)
-    assert report.ok and report.error is None and len(report.rows) == 1
-    row = report.rows[0]
-    assert (row.graph, row.output, row.passed, row.nonfinite) == ("double", "y", True, 0)
-    assert row.rel_l2 <= 1e-7 and row.cosine > 0.9999999
+def _edit_manifest(root, change):
+    data = json.loads((root / "manifest.json").read_text())
+    change(data)
+    (root / "manifest.json").write_text(json.dumps(data))
+
+
+def _edit_npz(root, rel, **arrays):
+    """Replace arrays of a reference file and re-hash it, so only the numbers are wrong."""
+    with np.load(root / rel) as z:
+        data = {k: z[k] for k in z.files}
+    data.update(arrays)
+    np.savez(root / rel, **data)
+    update_manifest(root, {}, rehash=[rel])
+    return data
+
+
+def test_a_good_artifact_passes_with_every_graph_and_both_end_to_end_cases(tiny_artifact):
+    report = verify_artifact(tiny_artifact)
+    assert report.ok and report.error is None
+    graphs = {r.graph for r in report.rows}
+    assert graphs == {"siglip", "llm", "gen_encoder", "gen_decoder", "vae_decoder", "e2e:generation",
+                      "e2e:understanding"}
+    assert {(r.graph, r.output) for r in report.rows} >= {("e2e:generation", "latents"), ("e2e:generation", "image"),
+                                                          ("e2e:understanding", "tokens"),
+                                                          ("e2e:understanding", "logits")}
     table = format_table(report)
-    assert "PASS" in table and "FAIL" not in table
-    assert table.splitlines()[-1] == "1 passed, 0 failed"
     for col in ("graph", "output", "max abs err", "rel L2", "cosine", "NaN/Inf", "tolerance", "result"):
         assert col in table
+    assert "llm_ort (the onnxruntime form of llm" in table and "FAIL" not in table
+    assert table.splitlines()[-1] == f"{len(report.rows)} passed, 0 failed"
 
 
-def test_inputs_are_cast_to_the_session_dtype(artifact):
-    _write_reference(artifact, x_dtype=np.float64)
-    _write_manifest(artifact)
-    assert verify_artifact(artifact).ok
+def test_a_perturbed_reference_fails_on_numbers_and_the_manifest_states_the_bound(art):
+    with np.load(art / "reference" / "gen_decoder.npz") as z:
+        out = z["out.velocity"]
+    _edit_npz(art, "reference/gen_decoder.npz", **{"out.velocity": out * np.float32(1.001)})
+    report = verify_artifact(art, graphs=["gen_decoder"])
+    row = next(r for r in report.rows if r.output == "velocity")
+    assert not report.ok and not row.passed and row.rel_l2 == pytest.approx(1e-3, rel=1e-2)
+    assert "rel L2 over tolerance" in row.note and "0 failed" not in format_table(report)
+    _edit_manifest(art, lambda d: d["tolerances"]["fp32"].update(rel_l2=1e-2))  # bounds are the manifest's
+    update_manifest(art, {})
+    assert verify_artifact(art, graphs=["gen_decoder"]).ok
 
 
-def test_perturbed_reference_fails_on_numerics(artifact):
-    _write_reference(artifact, y_scale=1.001)  # rel L2 1e-3 > fp32's 1e-4
-    _write_manifest(artifact)  # hashes regenerated: only the numbers are wrong
-    report = verify_artifact(artifact)
-    assert report.error is None and not report.ok
-    row = report.rows[0]
-    assert not row.passed and row.rel_l2 == pytest.approx(1e-3, rel=1e-2) and "rel L2 over tolerance" in row.note
-    table = format_table(report)
-    assert "FAIL" in table and table.splitlines()[-1] == "0 passed, 1 failed"
+def test_an_edited_input_dtype_fails_verify_and_is_one_clear_error_in_the_runtime(art):
+    _edit_manifest(art, lambda d: d["graphs"]["gen_encoder"]["inputs"][0].update(dtype="float16"))
+    report = verify_artifact(art, graphs=["gen_encoder", "generation"])
+    assert not report.ok
+    assert all("does not match manifest.json" in r.note and "input z is float32" in r.note for r in report.rows)
+    with Pipeline.load(art) as pipe, pytest.raises(JFlowError, match="graph gen_encoder.*re-export"):
+        pipe.generate_latents("a cat", steps=1, seed=0)
 
 
-def test_fp16_tolerance_is_used_for_fp16_artifacts(artifact):
-    _write_reference(artifact, y_scale=1.001)
-    _write_manifest(artifact, precision="fp16")
-    report = verify_artifact(artifact)
-    assert report.ok and report.precision == "fp16"
-    assert report.rows[0].tolerance == f"rel_l2<={TOLERANCES['fp16']['rel_l2']:.0e} cos>=0.999"
-    _write_reference(artifact, y_scale=1.05)  # 5e-2 is over fp16's 2e-2 as well
-    _write_manifest(artifact, precision="fp16")
-    assert not verify_artifact(artifact).ok
+def test_an_unloadable_graph_is_a_fail_row(art):
+    (art / "onnx" / "gen_decoder.onnx").write_bytes(b"not an onnx model")
+    update_manifest(art, {}, rehash=["onnx/gen_decoder.onnx"])
+    report = verify_artifact(art, graphs=["gen_decoder"])
+    assert not report.ok and "graph gen_decoder: onnxruntime cannot open gen_decoder.onnx" in report.rows[0].note
 
 
-def test_swapped_graph_file_fails_with_a_clear_note(artifact):
-    _save_model(artifact / "onnx" / "double.onnx", input_name="pixel_values")
-    _write_manifest(artifact)
-    report = verify_artifact(artifact)
-    assert not report.ok and report.error is None
-    row = report.rows[0]
-    assert not row.passed and row.output == "-"
-    assert "does not match the manifest" in row.note and "pixel_values" in row.note and "swapped" in row.note
-    assert row.note in format_table(report)
+def test_nan_in_a_reference_fails(art):
+    with np.load(art / "reference" / "siglip.npz") as z:
+        out = z["out.image_embeds"].copy()
+    out.flat[0] = np.nan
+    _edit_npz(art, "reference/siglip.npz", **{"out.image_embeds": out})
+    row = verify_artifact(art, graphs=["siglip"]).rows[0]
+    assert not row.passed and "the reference itself holds NaN/Inf" in row.note
 
 
-def test_unloadable_graph_is_a_fail_row(artifact):
-    (artifact / "onnx" / "double.onnx").write_bytes(b"not an onnx model")
-    _write_manifest(artifact)
-    report = verify_artifact(artifact)
-    assert not report.ok and "cannot open onnx/double.onnx" in report.rows[0].note
+def test_the_end_to_end_cases_are_replayed_through_the_runtime(art):
+    with np.load(art / "reference" / "e2e_generation.npz") as z:
+        latents = z["latents"]
+    _edit_npz(art, "reference/e2e_generation.npz", latents=latents * np.float32(1.01))
+    report = verify_artifact(art, graphs=["generation", "understanding"])
+    failed = {(r.graph, r.output) for r in report.rows if not r.passed}
+    assert failed == {("e2e:generation", "latents")}
+    with np.load(art / "reference" / "e2e_understanding.npz") as z:
+        tokens = z["tokens"]
+    _edit_npz(art, "reference/e2e_understanding.npz", tokens=np.roll(tokens, 1))
+    rows = verify_artifact(art, graphs=["understanding"]).rows
+    assert [r.passed for r in rows] == [False, False]  # greedy tokens differ, and so do teacher-forced logits
 
 
-def test_nan_in_output_fails(artifact):
-    _save_model(artifact / "onnx" / "double.onnx", nan=True)
-    _write_manifest(artifact)
-    report = verify_artifact(artifact)
-    row = report.rows[0]
-    assert not report.ok and not row.passed and row.nonfinite == 8 and "NaN/Inf" in row.note
-    assert "0 passed, 1 failed" in format_table(report)
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["graphs"].pop("llm"), "graphs lacks llm"),
+    (lambda d: d["graphs"].pop("vae_decoder"), "graphs lacks vae_decoder"),
+    (lambda d: d["embeddings"].update(embed_tokens="../outside.npy"), "inside the artifact"),
+])
+def test_verify_refuses_what_the_runtime_refuses(art, change, message):
+    _edit_manifest(art, change)
+    report = verify_artifact(art)
+    assert not report.ok and report.rows == [] and message in report.error
+    with pytest.raises(JFlowError, match=message):
+        Pipeline.load(art)
+    assert "artifact not verified" in format_table(report).splitlines()[-1]
 
 
-def test_sha_mismatch_is_a_failed_report_naming_the_file(artifact):
-    with open(artifact / "reference" / "double.npz", "ab") as f:
+def test_a_wrong_embedding_table_is_refused_by_both(art):
+    np.save(art / "embeddings" / "beg_of_und_embed.npy", np.zeros((1, 7), np.float32))
+    update_manifest(art, {}, rehash=["embeddings/beg_of_und_embed.npy"])
+    assert "do not fit an LLM of width 64" in verify_artifact(art).error
+
+
+def test_sha_mismatch_names_the_file(art):
+    with open(art / "reference" / "llm.npz", "ab") as f:
         f.write(b"junk")
-    report = verify_artifact(artifact)
-    assert not report.ok and report.rows == []
-    assert "reference/double.npz: altered (sha256 mismatch)" in report.error
-    table = format_table(report)
-    assert "reference/double.npz" in table and "artifact not verified" in table.splitlines()[-1]
+    report = verify_artifact(art)
+    assert not report.ok and report.rows == [] and "reference/llm.npz: altered (sha256 mismatch)" in report.error
 
 
-def test_missing_artifact_is_a_failed_report(tmp_path):
-    report = verify_artifact(tmp_path / "missing")
-    assert not report.ok and "not a jflow artifact" in report.error
-
-
-def test_bad_backend_and_graph_names(artifact):
-    with pytest.raises(InputError, match="tensorrt.*supported: onnxruntime"):
-        verify_artifact(artifact, backend="tensorrt")
-    with pytest.raises(InputError, match="'llm'.*double"):
-        verify_artifact(artifact, graphs=["llm"])
-    assert verify_artifact(artifact, graphs=["double"]).ok
+def test_missing_artifact_bad_backend_and_graph_names(tiny_artifact, tmp_path):
+    assert "not a jflow artifact" in verify_artifact(tmp_path / "missing").error
+    with pytest.raises(InputError, match="unknown verify backend 'tensorflow'"):
+        verify_artifact(tiny_artifact, backend="tensorflow")
+    with pytest.raises(InputError, match="'unet'.*siglip.*generation, understanding"):
+        verify_artifact(tiny_artifact, graphs=["unet"])
+    report = verify_artifact(tiny_artifact, graphs=["siglip"])
+    assert report.ok and {r.graph for r in report.rows} == {"siglip"}
 
 
 def test_compare_metrics():

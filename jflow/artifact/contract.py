@@ -1,0 +1,156 @@
+"""What a manifest must say for the runtime to run the artifact: one set of rules, checked on every load.
+
+`verify`, `build` and the runtime all load through `Manifest.load`, which applies these rules, so an
+artifact that `verify` passes is one the runtime accepts, and a field the runtime needs can never be
+missing, mistyped or pointing outside the folder without every command saying so at once.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Any
+
+from jflow.artifact.precision import PRECISIONS
+from jflow.errors import JFlowError
+
+REEXPORT = "re-export it with `jflow-export onnx` or copy the whole artifact folder again"
+DTYPES = ("float32", "float16", "int64", "int32")
+
+# The graphs the runtime opens, with the tensor names it binds (more inputs/outputs are allowed).
+GRAPH_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "siglip": (("pixel_values",), ("image_embeds",)),
+    "llm": (("inputs_embeds", "attention_mask", "position_ids"), ("hidden_states", "logits")),
+    "gen_encoder": (("z", "t"), ("step_embeds", "t_emb", "skip")),
+    "gen_decoder": (("hidden_states", "skip", "t_emb", "z", "dt", "cfg_weight"), ("z_next", "velocity")),
+    "vae_decoder": (("latent",), ("image",)),
+}
+# Other forms of a graph: the ONNX Runtime form of the llm (fused attention over an in-place cache).
+OPTIONAL_GRAPH_IO = {
+    "llm_ort": (("inputs_embeds", "position_ids", "seqlens_k", "query_seqlens", "total_sequence_length"),
+                ("hidden_states", "logits")),
+}
+GRAPH_NAMES = tuple(GRAPH_IO)
+
+# Top-level keys and the JSON type each must hold.
+REQUIRED_KEYS: dict[str, type] = {
+    "schema_version": int, "jflow_version": str, "precision": str, "precision_policy": list, "model": dict,
+    "limits": dict, "graphs": dict, "reference": dict, "tools": dict, "files": dict, "embeddings": dict,
+    "special_tokens": dict, "generation": dict,
+}
+LIMITS = ("max_batch", "max_context", "max_new_tokens")
+SPECIAL_TOKENS = ("bos", "eos", "pad", "image", "image_start", "image_end", "image_gen")
+EMBEDDINGS = ("embed_tokens", "beg_of_und_embed")
+HOST_FILES = ("tokenizer.json",)  # read by the runtime besides the graphs
+
+
+class ArtifactError(JFlowError):
+    """An artifact folder is missing, incomplete, altered, or written by an incompatible jflow."""
+
+
+def safe_rel(rel: Any, what: str, source: str = "manifest.json") -> str:
+    """A relative posix path that stays inside the artifact, or ArtifactError."""
+    if not isinstance(rel, str) or not rel:
+        raise ArtifactError(f"{source}: {what} must be a non-empty relative path, got {rel!r}; {REEXPORT}")
+    p = PurePosixPath(rel)
+    if p.is_absolute() or ".." in p.parts or "\\" in rel or (len(rel) > 1 and rel[1] == ":"):
+        raise ArtifactError(f"{source}: {what} {rel!r} must be a relative path inside the artifact "
+                            f"(no absolute paths, no '..'); {REEXPORT}")
+    return rel
+
+
+def _whole(value: Any, low: int = 1) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def check_contract(data: dict, source: str) -> None:
+    """ArtifactError naming the first rule the manifest breaks (the schema version is checked before)."""
+    missing = [k for k in REQUIRED_KEYS if k not in data]
+    if missing:
+        raise ArtifactError(f"{source} is missing required key(s): {', '.join(missing)}; {REEXPORT}")
+    wrong = [f"{k} (expected {t.__name__}, got {type(data[k]).__name__})" for k, t in REQUIRED_KEYS.items()
+             if not isinstance(data[k], t) or (t is int and isinstance(data[k], bool))]
+    if wrong:
+        raise ArtifactError(f"{source}: wrong type for {', '.join(wrong)}; {REEXPORT}")
+    if data["precision"] not in PRECISIONS:
+        raise ArtifactError(f"{source}: precision {data['precision']!r} is not one of {', '.join(PRECISIONS)}; "
+                            f"{REEXPORT}")
+    bad = [k for k in LIMITS if not _whole(data["limits"].get(k))]
+    if bad:
+        raise ArtifactError(f"{source}: limits lacks whole numbers >= 1 for {', '.join(bad)}; {REEXPORT}")
+    generation = data["generation"]
+    bad = [k for k in ("latent_size", "num_gen_tokens") if not _whole(generation.get(k))]
+    if bad:
+        raise ArtifactError(f"{source}: generation lacks whole numbers >= 1 for {', '.join(bad)}; {REEXPORT}")
+    if data["limits"]["max_context"] <= generation["num_gen_tokens"] + 1:
+        raise ArtifactError(f"{source}: limits.max_context {data['limits']['max_context']} leaves no room for a "
+                            f"prompt before the {generation['num_gen_tokens'] + 1} generation tokens; {REEXPORT}")
+    bad = [k for k in SPECIAL_TOKENS if not _whole(data["special_tokens"].get(k), low=0)]
+    if bad:
+        raise ArtifactError(f"{source}: special_tokens lacks token ids for {', '.join(bad)}; {REEXPORT}")
+    absent = [g for g in GRAPH_NAMES if g not in data["graphs"]]
+    if absent:
+        raise ArtifactError(f"{source}: graphs lacks {', '.join(absent)}; the runtime needs all of "
+                            f"{', '.join(GRAPH_NAMES)}; {REEXPORT}")
+    for name, entry in data["graphs"].items():
+        _check_graph(name, entry, source)
+    for key in EMBEDDINGS:
+        safe_rel(data["embeddings"].get(key), f"embeddings.{key}", source)
+    for rel, digest in data["files"].items():
+        safe_rel(rel, "files entry", source)
+        if not (isinstance(digest, str) and len(digest) == 64):
+            raise ArtifactError(f"{source}: files[{rel!r}] is not a sha256 hex digest; {REEXPORT}")
+    _check_reference(data["reference"], source)
+    # Everything the runtime opens must be covered by a hash, or the sha256 check proves nothing.
+    unhashed = [p for p in used_paths(data) if p not in data["files"]]
+    if unhashed:
+        raise ArtifactError(f"{source}: file(s) {', '.join(unhashed)} are used but have no sha256 under "
+                            f"\"files\"; {REEXPORT}")
+
+
+def _check_graph(name: str, g: Any, source: str) -> None:
+    where = f"{source}: graphs[{name!r}]"
+    if not isinstance(g, dict):
+        raise ArtifactError(f"{where} must be an object; {REEXPORT}")
+    missing = [k for k in ("file", "inputs", "outputs") if k not in g]
+    if missing:
+        raise ArtifactError(f"{where} is missing {', '.join(missing)}; {REEXPORT}")
+    safe_rel(g["file"], f"graphs[{name!r}].file", source)
+    if g.get("precision", "fp32") not in PRECISIONS:
+        raise ArtifactError(f"{where}.precision {g.get('precision')!r} is not one of {', '.join(PRECISIONS)}; "
+                            f"{REEXPORT}")
+    for side in ("inputs", "outputs"):
+        ios = g[side]
+        if not isinstance(ios, list) or not ios:
+            raise ArtifactError(f"{where}.{side} must be a non-empty list; {REEXPORT}")
+        for io in ios:
+            if not (isinstance(io, dict) and isinstance(io.get("name"), str) and io.get("dtype") in DTYPES
+                    and isinstance(io.get("shape"), list)
+                    and all(isinstance(d, str) or _whole(d) for d in io["shape"])):
+                raise ArtifactError(f"{where}.{side} has a bad entry {io!r} (needs name, dtype in {DTYPES}, "
+                                    f"shape of axis names and sizes); {REEXPORT}")
+    required = GRAPH_IO.get(name) or OPTIONAL_GRAPH_IO.get(name)
+    if required:
+        for side, names in zip(("inputs", "outputs"), required):
+            have = {io["name"] for io in g[side]}
+            lacking = [n for n in names if n not in have]
+            if lacking:
+                raise ArtifactError(f"{where}.{side} lacks {', '.join(lacking)}, which the runtime binds; {REEXPORT}")
+    if not isinstance(g.get("ranges", {}), dict):
+        raise ArtifactError(f"{where}.ranges must be an object; {REEXPORT}")
+
+
+def _check_reference(ref: dict, source: str) -> None:
+    graphs, e2e = ref.get("graphs", {}), ref.get("end_to_end", {})
+    if not isinstance(graphs, dict) or not isinstance(e2e, dict):
+        raise ArtifactError(f"{source}: reference.graphs and reference.end_to_end must be objects; {REEXPORT}")
+    for key, rel in {**graphs, **e2e}.items():
+        safe_rel(rel, f"reference[{key!r}]", source)
+
+
+def used_paths(data: dict) -> list[str]:
+    """Every file the runtime or `verify` opens, as named in the manifest."""
+    ref = data["reference"]
+    paths = [g["file"] for g in data["graphs"].values()]
+    paths += [data["embeddings"][k] for k in EMBEDDINGS] + list(HOST_FILES)
+    paths += list(ref.get("graphs", {}).values()) + list(ref.get("end_to_end", {}).values())
+    return list(dict.fromkeys(paths))

@@ -1,0 +1,241 @@
+"""The artifact manifest: its one reader (`Manifest.load`) and its one writer (`write_manifest`). Stdlib only.
+
+An artifact is one plain folder DIR with DIR/manifest.json, which names the model config, the graphs
+(file, input/output names, dtypes, shapes, dynamic ranges), the precision and its policy, the reference
+files, the tool versions and the sha256 of every other file in DIR. Loading checks the schema version,
+the runtime's contract (`jflow.artifact.contract`) and every file: by its sha256, or, after one full
+check, by a verified stamp (size, mtime, inode of each file, tied to this manifest's own hash) so a
+start-up does not re-read gigabytes; a changed file is hashed again. Symbolic links are refused: an
+artifact is a plain folder, and a link could make the runtime read (or a build write) outside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jflow import __version__ as JFLOW_VERSION
+from jflow.artifact import stamp
+from jflow.artifact.contract import REEXPORT, REQUIRED_KEYS, ArtifactError, check_contract, safe_rel
+
+SCHEMA_VERSION = 2
+MANIFEST_NAME = "manifest.json"
+CHECKS = ("stamp", "full", "none")
+_CHUNK = 1 << 20  # hash files in 1 MiB chunks: multi-GB weight files never sit in memory
+
+__all__ = ["ArtifactError", "Manifest", "MANIFEST_NAME", "SCHEMA_VERSION", "file_hashes", "sha256_file",
+           "write_manifest"]
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of one file, streamed in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _links_under(root: Path, rel: str) -> str | None:
+    """The first symbolic link on the way from `root` to `rel` (the member included), or None."""
+    here = root
+    for part in Path(rel).parts:
+        here = here / part
+        if here.is_symlink():
+            return here.relative_to(root).as_posix()
+    return None
+
+
+def file_hashes(root: str | Path) -> dict[str, str]:
+    """{relative posix path: sha256} of every file under `root` except manifest.json, sorted by path.
+    Refuses symbolic links anywhere inside (an artifact is a plain folder)."""
+    root = Path(root)
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        for name in dirnames + filenames:
+            if (here / name).is_symlink():
+                rel = (here / name).relative_to(root).as_posix()
+                raise ArtifactError(f"{root}: {rel} is a symbolic link; an artifact is a plain folder, so copy the "
+                                    "file into it instead of linking")
+        for name in filenames:
+            rel = (here / name).relative_to(root).as_posix()
+            if rel != MANIFEST_NAME:
+                out[rel] = sha256_file(here / name)
+    return dict(sorted(out.items()))
+
+
+def write_manifest(root: str | Path, data: dict[str, Any]) -> dict[str, Any]:
+    """Hash every file under `root`, then write root/manifest.json atomically (temp file + rename).
+    Returns the data written. The manifest is written last: a folder without one is not an artifact."""
+    root = Path(root)
+    data = {"schema_version": SCHEMA_VERSION, "jflow_version": JFLOW_VERSION, **data, "files": file_hashes(root)}
+    check_contract(data, f"{root}/{MANIFEST_NAME} (being written)")
+    _replace_manifest(root, data)
+    return data
+
+
+def _replace_manifest(root: Path, data: dict) -> None:
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    tmp = root / f".{MANIFEST_NAME}.tmp-{os.getpid()}"
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, root / MANIFEST_NAME)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class Manifest:
+    """A loaded manifest.json; `root` is the artifact folder the relative paths are resolved against."""
+
+    root: Path
+    data: dict[str, Any] = field(repr=False)
+    digest: str = ""  # sha256 of manifest.json itself
+
+    def __getattr__(self, key: str) -> Any:  # manifest.precision, .limits, .graphs, .files, ...
+        if key in REQUIRED_KEYS:
+            return self.data[key]
+        raise AttributeError(key)
+
+    # ---- loading -------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, dir: str | Path, check_files: bool | str = True) -> "Manifest":
+        """Read DIR/manifest.json, check its schema and contract, then its files.
+
+        check_files: "stamp" (True) hashes only files that changed since the last full check, "full"
+        hashes every file, "none" (False) checks nothing on disk."""
+        mode = {True: "stamp", False: "none"}.get(check_files, check_files)
+        if mode not in CHECKS:
+            raise ValueError(f"check_files must be one of {CHECKS}, got {check_files!r}")
+        root = Path(dir)
+        if not root.is_dir():
+            what = "is a file, not a folder" if root.exists() else "does not exist"
+            raise ArtifactError(f"not a jflow artifact: {root} {what}; run `jflow-export onnx` first "
+                                f"to write one (or pass the artifact folder)")
+        mpath = root / MANIFEST_NAME
+        if mpath.is_symlink() or not mpath.is_file():
+            why = "is a symbolic link" if mpath.is_symlink() else "is missing"
+            raise ArtifactError(f"not a jflow artifact: {root}/{MANIFEST_NAME} {why}; run `jflow-export onnx` "
+                                f"first (an interrupted export leaves no manifest, so export again)")
+        try:
+            raw = mpath.read_bytes()
+            data = json.loads(raw.decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ArtifactError(f"{mpath} is not valid JSON ({e}); the artifact is damaged, {REEXPORT}") from None
+        except OSError as e:
+            raise ArtifactError(f"cannot read {mpath}: {e}") from None
+        m = cls.from_dict(data, root, source=str(mpath))
+        m.digest = hashlib.sha256(raw).hexdigest()
+        if mode != "none":
+            m.check_files(full=mode == "full")
+        return m
+
+    @classmethod
+    def from_dict(cls, data: Any, root: str | Path, source: str = MANIFEST_NAME) -> "Manifest":
+        """Validate a manifest dict (as read from JSON) and build a Manifest rooted at `root`."""
+        if not isinstance(data, dict):
+            raise ArtifactError(f"{source}: expected a JSON object at the top level, got "
+                                f"{type(data).__name__}; {REEXPORT}")
+        if "schema_version" not in data:
+            raise ArtifactError(f"{source} has no schema_version; this jflow ({JFLOW_VERSION}) reads artifact "
+                                f"schema version {SCHEMA_VERSION}. Re-export the artifact with `jflow-export onnx` "
+                                f"from a matching jflow")
+        sv = data["schema_version"]
+        if sv != SCHEMA_VERSION or isinstance(sv, bool):
+            by = data.get("jflow_version", "an unknown jflow version")
+            raise ArtifactError(f"{source}: artifact schema version {sv!r} (written by jflow {by}), but this jflow "
+                                f"({JFLOW_VERSION}) reads schema version {SCHEMA_VERSION}; re-export the artifact "
+                                f"with `jflow-export onnx` from a matching jflow, or install the jflow that wrote it")
+        check_contract(data, source)
+        return cls(root=Path(root), data=data)
+
+    # ---- integrity -----------------------------------------------------------------------------------
+    def file_problems(self, full: bool = True) -> list[str]:
+        """One line per listed file that is missing, a link, or whose sha256 differs (empty when intact).
+        With full=False, files whose size/mtime/inode match the verified stamp are not read again."""
+        known = {} if full else stamp.read(self.root, self.digest)
+        problems, seen = [], {}
+        for rel, digest in self.files.items():
+            p = self.root / rel
+            link = _links_under(self.root, rel)
+            if link is not None:
+                problems.append(f"{rel}: {link} is a symbolic link (an artifact is a plain folder)")
+                continue
+            if not p.is_file():
+                problems.append(f"{rel}: missing")
+                continue
+            identity = stamp.identity(p)
+            if known.get(rel) == identity:
+                seen[rel] = identity
+            elif sha256_file(p) != digest.lower():
+                problems.append(f"{rel}: altered (sha256 mismatch)")
+            else:
+                seen[rel] = identity
+        if not problems:
+            stamp.write(self.root, self.digest, seen)
+        return problems
+
+    def check_files(self, full: bool = True) -> None:
+        """ArtifactError listing every missing, linked or altered file, or nothing when the artifact is intact."""
+        problems = self.file_problems(full)
+        if problems:
+            lines = "\n".join(f"  {p}" for p in problems)
+            raise ArtifactError(f"artifact {self.root} failed its integrity check "
+                                f"({len(problems)} of {len(self.files)} file(s)):\n{lines}\n"
+                                f"Re-export the artifact with `jflow-export onnx`, or copy the whole folder again.")
+
+    # ---- access --------------------------------------------------------------------------------------
+    def graph(self, name: str) -> dict[str, Any]:
+        """The manifest entry of one graph ({"file", "inputs", "outputs", "ranges", "precision"})."""
+        try:
+            return self.graphs[name]
+        except KeyError:
+            have = ", ".join(self.graphs) or "none"
+            raise ArtifactError(f"artifact {self.root} has no graph {name!r}; it has: {have}") from None
+
+    def path(self, rel: str) -> Path:
+        """Absolute path of a file named relative to the artifact folder (as in the manifest)."""
+        return (self.root / safe_rel(rel, "path")).absolute()
+
+    def graph_path(self, name: str) -> Path:
+        return self.path(self.graph(name)["file"])
+
+    def graph_precision(self, name: str) -> str:
+        return self.graph(name).get("precision", self.precision)
+
+    def reference_path(self, name: str) -> Path | None:
+        """Absolute path of a graph's (or an end-to-end case's) reference npz, or None when there is none."""
+        ref = self.reference
+        rel = ref.get("graphs", {}).get(name) or ref.get("end_to_end", {}).get(name)
+        return None if rel is None else self.path(rel)
+
+    def io(self, name: str, side: str = "inputs") -> dict[str, dict]:
+        """{tensor name: entry} of one graph's inputs or outputs."""
+        return {t["name"]: t for t in self.graph(name)[side]}
+
+
+def update_manifest(root: str | Path, changes: dict[str, Any], rehash: list[str] = ()) -> dict[str, Any]:
+    """Apply top-level `changes` to DIR/manifest.json, hash the files in `rehash` and any file not yet
+    listed (engines a build added), and replace the manifest atomically. The rest is not re-read."""
+    root = Path(root)
+    data = dict(Manifest.load(root, check_files=False).data)
+    data.update(changes)
+    files = dict(data["files"])
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            rel = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                raise ArtifactError(f"{root}: {rel} is a symbolic link; an artifact is a plain folder")
+            if name in filenames and rel != MANIFEST_NAME and not name.startswith(".") \
+                    and (rel not in files or rel in rehash):
+                files[rel] = sha256_file(path)
+    data["files"] = dict(sorted(files.items()))
+    check_contract(data, f"{root}/{MANIFEST_NAME} (being updated)")
+    _replace_manifest(root, data)
+    return data

@@ -1,0 +1,169 @@
+"""ONNX Runtime behind the runner seam (CPU, and CUDA when onnxruntime-gpu is installed).
+
+Handles: numpy arrays on the CPU (ORT binds their memory directly, no copy), `CudaTensor`s on CUDA.
+Every call binds inputs and outputs by pointer through IOBinding, so a pre-allocated output (the KV
+cache, the next z) is written where it already lives, and an input that is also an output (the KV
+cache of the fused LLM) is updated in place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from jflow.errors import InputError
+from jflow.runtime.backends import NUMPY_DTYPES, Outputs, check_io, graph_error
+
+GPU_PROVIDERS = ("CUDAExecutionProvider",)  # TensorRT runs through our own TensorRT backend instead
+@dataclass
+class CudaTensor:
+    """A device buffer (or a view of its first elements, with another shape) on the CUDA provider."""
+    value: Any  # the OrtValue that owns the memory
+    shape: tuple
+    dtype: np.dtype
+
+    @property
+    def ptr(self) -> int:
+        return self.value.data_ptr()
+
+
+class OrtRunner:
+    def __init__(self, backend: "OnnxRuntimeBackend", name: str, path: Path, entry: dict):
+        self.backend, self.name, self.path, self.entry = backend, name, path, entry
+        self.dtypes = {t["name"]: np.dtype(NUMPY_DTYPES[t["dtype"]]) for t in entry["inputs"]}
+        self.output_names = [t["name"] for t in entry["outputs"]]
+        self.session = None
+
+    def activate(self) -> None:
+        if self.session is None:
+            session = self.backend.session(self.name, self.path)
+            check_io(self.name, self.entry, {t.name: _ORT_TYPES.get(t.type, t.type) for t in session.get_inputs()},
+                     {t.name: _ORT_TYPES.get(t.type, t.type) for t in session.get_outputs()})
+            self.session = session
+
+    def deactivate(self) -> None:
+        self.session = None
+
+    def infer(self, feeds: Mapping[str, Any], outputs: Outputs = None) -> dict[str, Any]:
+        """Run on `feeds`; `outputs` maps names to pre-allocated handles (written in place) or lists the
+        names to return in new handles (default: every output)."""
+        self.activate()
+        b = self.backend
+        binding = self.session.io_binding()
+        keep = []  # host arrays converted for this call must outlive the run
+        for name, value in feeds.items():
+            if name not in self.dtypes:
+                raise InputError(f"graph {self.name} has no input {name!r} (it takes {', '.join(self.dtypes)})")
+            if isinstance(value, np.ndarray) and (value.dtype != self.dtypes[name] or not value.flags.c_contiguous):
+                value = np.ascontiguousarray(value, dtype=self.dtypes[name])
+            if isinstance(value, np.ndarray) and b.device != "cpu":
+                value = b.upload(value)
+            keep.append(value)
+            binding.bind_input(name, b.device, 0, *b.describe(value))
+        given = dict(outputs) if isinstance(outputs, Mapping) else {}
+        wanted = [] if isinstance(outputs, Mapping) else list(outputs or self.output_names)
+        for name, handle in given.items():
+            binding.bind_output(name, b.device, 0, *b.describe(handle))
+        for name in wanted:
+            binding.bind_output(name, b.device)
+        try:
+            self.session.run_with_iobinding(binding)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise graph_error(self.name, f"onnxruntime could not run it on {b.device}", exc) from None
+        results = dict(given)
+        if wanted:
+            values = binding.get_outputs()[len(given):]  # bound after the given ones, in order
+            results.update((n, b.adopt(v)) for n, v in zip(wanted, values))
+        return results
+
+
+class OnnxRuntimeBackend:
+    name = "onnxruntime"
+
+    def __init__(self, providers: list[str] | None = None, threads: int | None = None, spin: bool = False):
+        import onnxruntime as ort
+        self.ort = ort
+        available = ort.get_available_providers()
+        if providers is None:
+            providers = [p for p in GPU_PROVIDERS if p in available] + ["CPUExecutionProvider"]
+        missing = [p for p in providers if p not in available]
+        if missing:
+            raise InputError(f"onnxruntime here has no {', '.join(missing)} (available: {', '.join(available)}); "
+                             "install onnxruntime-gpu for the CUDA provider")
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise InputError(f"threads must be a whole number >= 1, got {threads!r}")
+        self.providers, self.threads, self.spin = providers, threads, spin
+        self.device = "cuda" if providers[0] in GPU_PROVIDERS else "cpu"
+
+    # ---- graphs ----------------------------------------------------------------------------------
+    def session(self, name: str, path: Path):
+        options = self.ort.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = self.threads or 0
+        # Idle workers sleep unless spin=True. The loops alternate between sessions (gen_encoder -> llm ->
+        # gen_decoder), each with its own pool, and one session's spinning workers take the cores from the
+        # next: measured on 2 cores, an ODE step of the bench preset takes ~935 ms sleeping, 1000-1160 ms
+        # spinning, and spinning collapses when another process competes for the cores. (A process-wide
+        # shared pool is as fast, but forces every ORT session of the host app to use it.)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
+        try:
+            return self.ort.InferenceSession(str(path), sess_options=options, providers=self.providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise graph_error(name, f"onnxruntime cannot open {path.name}", exc) from None
+
+    def runner(self, name: str, path: Path, entry: dict) -> OrtRunner:
+        return OrtRunner(self, name, path, entry)
+
+    # ---- tensors ---------------------------------------------------------------------------------
+    def empty(self, shape: Sequence[int], dtype) -> Any:
+        shape, dtype = tuple(int(d) for d in shape), np.dtype(dtype)
+        if self.device == "cpu":
+            return np.zeros(shape, dtype)  # zero pages cost no memory until written
+        value = self.ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype.type, self.device, 0)
+        return CudaTensor(value, shape, dtype)
+
+    def upload(self, array: np.ndarray, out: Any = None) -> Any:
+        array = np.ascontiguousarray(array)
+        if out is None:
+            out = self.empty(array.shape, array.dtype)
+        if isinstance(out, np.ndarray):
+            np.copyto(out, array.reshape(out.shape), casting="same_kind")
+        elif out.shape == tuple(out.value.shape()):
+            out.value.update_inplace(np.ascontiguousarray(array, dtype=out.dtype).reshape(out.shape))
+        else:
+            raise NotImplementedError("jflow: uploading into a view of a CUDA buffer is not supported")
+        return out
+
+    def view(self, handle: Any, shape: Sequence[int]) -> Any:
+        shape = tuple(int(d) for d in shape)
+        if isinstance(handle, np.ndarray):
+            return handle.reshape(-1)[:int(np.prod(shape))].reshape(shape)
+        return CudaTensor(handle.value, shape, handle.dtype)
+
+    def download(self, handle: Any) -> np.ndarray:
+        if isinstance(handle, np.ndarray):
+            return handle.copy()
+        if handle.shape != tuple(handle.value.shape()):
+            raise NotImplementedError("jflow: reading a view of a CUDA buffer is not supported")
+        return handle.value.numpy()
+
+    def describe(self, handle: Any) -> tuple:
+        """(element type, shape, pointer) for IOBinding."""
+        if isinstance(handle, np.ndarray):
+            return handle.dtype.type, list(handle.shape), handle.ctypes.data
+        return handle.dtype.type, list(handle.shape), handle.ptr
+
+    def adopt(self, value) -> Any:
+        """A handle for an OrtValue that onnxruntime allocated."""
+        if self.device == "cpu":
+            return value.numpy()
+        return CudaTensor(value, tuple(value.shape()), _ORT_ELEMENT[value.data_type()])
+
+
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
+              "tensor(int32)": "int32"}
+_ORT_ELEMENT = {"tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16),
+                "tensor(int64)": np.dtype(np.int64), "tensor(int32)": np.dtype(np.int32)}
