@@ -30,7 +30,8 @@ from jflow.runtime.backends import NUMPY_DTYPES
 @dataclass
 class KVCache:
     rows: int
-    capacity: int
+    capacity: int          # tokens each row can hold
+    max_position: int      # positions must stay below this (the artifact's max_context)
     lengths: np.ndarray    # [rows] tokens held per row
     positions: np.ndarray  # [rows] position id of each row's next token
     buffers: list = field(default_factory=list)     # per past input: the form's device buffers
@@ -42,6 +43,9 @@ class KVCache:
             raise InputError(f"the KV cache holds {self.capacity} tokens per row; {new} more do not fit after "
                              f"{int(self.lengths.max())}: ask for fewer new tokens, or re-export with a larger "
                              "--max-context")
+        if int(self.positions.max(initial=0)) + new > self.max_position:
+            raise InputError(f"positions up to {int(self.positions.max()) + new - 1} do not fit this artifact's "
+                             f"max_context {self.max_position}; re-export with a larger --max-context")
 
 
 class LlmRunner:
@@ -65,7 +69,10 @@ class LlmRunner:
         self.graph.deactivate()
 
     def new_cache(self, rows: int, capacity: int) -> KVCache:
-        cache = KVCache(rows, capacity, np.zeros(rows, np.int64), np.zeros(rows, np.int64))
+        limit = int(self.manifest.limits["max_context"])
+        if not 1 <= capacity <= limit:
+            raise InputError(f"a KV cache of {capacity} tokens does not fit this artifact's max_context {limit}")
+        cache = KVCache(rows, capacity, limit, np.zeros(rows, np.int64), np.zeros(rows, np.int64))
         self._allocate(cache)
         return cache
 
@@ -83,9 +90,13 @@ class LlmRunner:
         if lengths.min(initial=1) < 1:
             raise InputError("every row of a prefill needs at least one token")
         cache.room(int(lengths.max()))
+        positions = lengths if next_positions is None else np.asarray(next_positions, np.int64)
+        if positions.shape != lengths.shape or (positions < lengths).any() or positions.max() > cache.max_position:
+            raise InputError(f"next_positions must give each row a position from its length up to "
+                             f"{cache.max_position}, got {positions.tolist()}")
         logits = self._prefill(cache, rows, lengths)
         cache.lengths[:] = lengths
-        cache.positions[:] = lengths if next_positions is None else next_positions
+        cache.positions[:] = positions
         return logits
 
     def step(self, cache: KVCache, embeds: Any) -> Any:

@@ -92,7 +92,7 @@ def test_the_fused_cache_is_written_in_place(pipe):
     assert [b.ctypes.data for b in cache.buffers] == buffers
 
 
-def test_a_full_cache_is_a_clear_error(pipe):
+def test_a_full_cache_and_positions_past_the_context_are_clear_errors(pipe):
     llm = pipe.llm
     cache = llm.new_cache(1, capacity=3)
     llm.prefill(cache, [pipe.embed([1, 2])])
@@ -101,6 +101,15 @@ def test_a_full_cache_is_a_clear_error(pipe):
         llm.decode_one(cache, pipe.embed([[4]]))
     with pytest.raises(InputError, match="empty cache"):
         llm.prefill(cache, [pipe.embed([1])])
+    with pytest.raises(InputError, match="max_context 1024"):
+        llm.new_cache(1, capacity=1025)
+    with pytest.raises(InputError, match="next_positions"):  # the rotary table has max_context rows
+        llm.prefill(llm.new_cache(1, capacity=4), [pipe.embed([1, 2])], next_positions=[1025])
+    cache = llm.new_cache(1, capacity=8)
+    llm.prefill(cache, [pipe.embed([1, 2])], next_positions=[1022])
+    llm.decode_one(cache, pipe.embed([[3]]))  # position 1022: the last one there is
+    with pytest.raises(InputError, match="positions up to 1024"):
+        llm.step(cache, np.zeros((1, 2, llm.hidden_size), np.float32))
 
 
 class CountingBackend:
