@@ -7,7 +7,6 @@ matches; every file is written atomically and the manifest, updated last, record
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -17,6 +16,7 @@ from jflow.engines.ort_target import build_ort_target
 from jflow.engines.profiles import profiles_for_manifest
 from jflow.engines.targets import TensorRTStatus, choose_target, tensorrt_status
 from jflow.errors import InputError
+from jflow.fsutil import atomic_write_bytes
 from jflow.runtime.manifest import MANIFEST_NAME, Manifest, sha256_file
 
 
@@ -78,9 +78,7 @@ def update_manifest(root: Path, target: str, section: dict) -> None:
             data["files"][rel] = sha256_file(file)
     for rel in _section_files(section):
         data["files"][rel] = sha256_file(root / rel)  # rebuilt in place: hash again
-    tmp = path.with_name(f".{MANIFEST_NAME}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def _section_files(section: dict) -> list[str]:

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from jflow.errors import InputError
+from jflow.errors import InputError, OutputError
+from jflow.fsutil import atomic_file, check_writable_file
 from jflow.runtime.processor_config import ProcessorSettings
 
 
@@ -68,16 +69,25 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
     return ((x + 1.0) / 2.0 * 255.0).astype(np.uint8)
 
 
-def save_images(images: np.ndarray, out: str | Path) -> list[Path]:
-    """Write [N, H, W, 3] uint8 images as PNG: `out` for one image, out-1.png, out-2.png ... for several."""
+def output_paths(out: str | Path, count: int) -> list[Path]:
+    """The files `save_images` writes for `count` images: `out` for one, out-1.png, out-2.png ... for several."""
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise InputError(f"the output file must end in .png, got {out.name}")
-    if out.parent and not out.parent.is_dir():
-        raise InputError(f"the output folder {out.parent} does not exist")
-    paths = [out] if len(images) == 1 else [out.with_name(f"{out.stem}-{i + 1}.png") for i in range(len(images))]
+    return [out] if count == 1 else [out.with_name(f"{out.stem}-{i + 1}.png") for i in range(count)]
+
+
+def check_output_images(out: str | Path, count: int) -> list[Path]:
+    """Refuse output names that cannot be written, before any work is done."""
+    return [check_writable_file(path, "the output image") for path in output_paths(out, count)]
+
+
+def save_images(images: np.ndarray, out: str | Path) -> list[Path]:
+    """Write [N, H, W, 3] uint8 images as PNG (names: see output_paths), each one whole or not at all."""
+    paths = output_paths(out, len(images))
+    if not paths[0].parent.is_dir():
+        raise OutputError(f"the output folder {paths[0].parent} does not exist")
     for image, path in zip(images, paths):
-        tmp = path.with_name(f".{path.name}.tmp")
-        Image.fromarray(image).save(tmp, format="PNG")
-        tmp.replace(path)  # never leave a half-written PNG behind
+        with atomic_file(path) as f:
+            Image.fromarray(image).save(f, format="PNG")
     return paths
