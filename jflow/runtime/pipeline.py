@@ -92,9 +92,8 @@ class Pipeline:
     def generate_latents(self, prompt, steps: int = 30, cfg_weight: float = 2.0, seed: int | None = None,
                          noise: np.ndarray | None = None, num_images: int = 1,
                          progress: Callable[[int, int], None] | None = None, reuse_prompt_kv: bool = True):
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if not prompts:
-            raise InputError("no prompt given")
+        from jflow.runtime.requests import prompt_list  # a str or a list of str, errors name `prompt`
+        prompts = prompt_list(prompt)
         if not isinstance(num_images, int) or num_images < 1:
             raise InputError(f"num_images must be a whole number >= 1, got {num_images!r}")
         check_generation_args(steps, cfg_weight)
