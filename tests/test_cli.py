@@ -164,7 +164,8 @@ def test_output_paths_are_checked_before_anything_loads(tmp_path, unwritable_dir
     ]
     for args, message in cases:
         _refused(args, message)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "c-2.png", "readonly", "taken.png"]  # nothing left behind
+    # nothing left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "c-2.png", "readonly", "taken.png"]
     assert list((tmp_path / "taken.png").iterdir()) == []
 
 
