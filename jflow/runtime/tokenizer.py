@@ -133,24 +133,45 @@ class TextStream:
     """Turns tokens arriving one by one into text pieces, holding back a split multi-byte character.
 
     Byte-level BPE tokens can end in the middle of a UTF-8 character; decoding then ends in U+FFFD.
-    Such a piece is held until the tokens that complete the character arrive.
+    Such a piece is held until the tokens that complete the character arrive. The pieces joined are
+    exactly `decode(all ids)`.
+
+    Work per token is bounded: only the ids not yet emitted are decoded, behind a context of the last
+    LOOKBACK emitted ids (a few more if needed to start on a whole character). The context keeps the
+    new tokens' leading spaces (some decoders strip the first token's), and since emitted text ends on
+    a whole character, what the new ids decode to does not depend on anything before it.
     """
+
+    LOOKBACK = 4
 
     def __init__(self, tokenizer: JanusFlowTokenizer):
         self.tokenizer = tokenizer
-        self.ids: list[int] = []
-        self.emitted = ""
+        self.window: list[int] = []  # context ids (already emitted) + pending ids
+        self.context_text = ""       # what the context ids decode to on their own
 
     def push(self, token_id: int) -> str:
-        self.ids.append(int(token_id))
-        text = self.tokenizer.decode(self.ids)
-        if text.endswith("\ufffd") or not text.startswith(self.emitted):
-            return ""
-        piece, self.emitted = text[len(self.emitted):], text
+        self.window.append(int(token_id))
+        text = self.tokenizer.decode(self.window)
+        if text.endswith("\ufffd") or not text.startswith(self.context_text):
+            return ""  # a character is still incomplete
+        piece = text[len(self.context_text):]
+        self._keep_context()
         return piece
 
     def flush(self) -> str:
         """Whatever is still held back (an incomplete character at the very end)."""
-        text = self.tokenizer.decode(self.ids)
-        piece, self.emitted = text[len(self.emitted):], text
+        text = self.tokenizer.decode(self.window)
+        piece = text[len(self.context_text):]
+        self.window, self.context_text = [], ""
         return piece
+
+    def _keep_context(self) -> None:
+        """Drop all but the last LOOKBACK ids, moving the start back (up to 4 ids, the longest UTF-8
+        character) until the context decodes without a broken first character."""
+        last = len(self.window) - self.LOOKBACK
+        for start in range(max(last, 0), max(last - 4, 0) - 1, -1):
+            text = self.tokenizer.decode(self.window[start:])
+            if not text.startswith("\ufffd"):
+                self.window, self.context_text = self.window[start:], text
+                return
+        self.context_text = self.tokenizer.decode(self.window)  # garbage bytes just before: keep them all
