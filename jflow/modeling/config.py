@@ -158,7 +158,7 @@ class JanusFlowConfig:
         fields.check_language(language, source)
         params = {section: _params(raw, section, source) for section in SECTIONS[:3]}
         for section, table in zip(SECTIONS, (fields.SIGLIP, fields.GEN_ENCODER, fields.GEN_DECODER)):
-            fields.check_fields(params[section], table, f"{section}.params", source)
+            fields.check_section(params[section], table, f"{section}.params", source)
         gen_enc = _dataclass_from(GenEncoderConfig, params["vision_gen_enc_config"])
         gen_dec = _dataclass_from(GenDecoderConfig, params["vision_gen_dec_config"])
         config = cls(siglip=SiglipConfig.from_params(params["vision_und_enc_config"], source),

@@ -1,62 +1,17 @@
-"""Types and ranges of the config.json fields jflow reads, checked on read.
+"""Types and ranges of the config.json fields jflow reads, checked on read (checkers: jflow.fields).
 
 A wrong value ("hidden_size": "64") must be one ConfigError naming the field and the file, not a
-TypeError deep inside torch. JSON true/false are not numbers here (Python's bool is an int).
+TypeError deep inside torch.
 """
 
 from __future__ import annotations
 
-import math
-
 from jflow.errors import ConfigError
-
-
-def _int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _real(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def positive_int(x):
-    return None if _int(x) and x > 0 else "must be a whole number > 0"
-
-
-def non_negative_int(x):
-    return None if _int(x) and x >= 0 else "must be a whole number >= 0"
-
-
-def any_int(x):
-    return None if _int(x) else "must be a whole number"
-
-
-def positive_real(x):
-    return None if _real(x) and x > 0 else "must be a finite number > 0"
-
-
-def flag(x):
-    return None if isinstance(x, bool) else "must be true or false"
-
-
-def text(x):
-    return None if isinstance(x, str) else "must be a string"
-
-
-def channel_list(x):
-    if not isinstance(x, list) or not x:
-        return "must be a non-empty list of whole numbers > 0"
-    return next((f"[{i}] {positive_int(c)}" for i, c in enumerate(x) if positive_int(c)), None)
-
-
-def three_reals(x):
-    if not isinstance(x, list) or len(x) != 3 or not all(_real(v) for v in x):
-        return "must be a list of 3 finite numbers (one per colour channel)"
-    return None
-
+from jflow.fields import any_int, channel_list, check_fields, flag, non_negative_int, positive_int, positive_real, \
+    text, three_reals
 
 # Absent fields take their defaults; null is "not set" only where the official code allows it.
-NULLABLE = {"num_key_value_heads", "head_dim", "padding", "pixel_mean", "pixel_std"}
+NULLABLE = frozenset({"num_key_value_heads", "head_dim", "padding", "pixel_mean", "pixel_std"})
 LANGUAGE = {"hidden_size": positive_int, "intermediate_size": positive_int, "num_hidden_layers": positive_int,
             "num_attention_heads": positive_int, "num_key_value_heads": positive_int, "vocab_size": positive_int,
             "head_dim": positive_int, "max_position_embeddings": positive_int, "rms_norm_eps": positive_real,
@@ -75,19 +30,13 @@ REQUIRED = {"language_config": ("hidden_size", "num_hidden_layers", "num_attenti
                                 "intermediate_size")}
 
 
-def check_fields(values: dict, fields: dict, where: str, source: str) -> None:
-    for key, check in fields.items():
-        value = values.get(key)
-        if key not in values or (value is None and key in NULLABLE):
-            continue
-        problem = check(value)
-        if problem:
-            raise ConfigError(f"{source}: {where}.{key} {problem}, got {value!r} ({type(value).__name__})")
+def check_section(values: dict, table: dict, where: str, source: str) -> None:
+    check_fields(values, table, source, prefix=f"{where}.", nullable=NULLABLE)
 
 
 def check_language(language: dict, source: str) -> None:
     """Types, then the head arithmetic that LlamaConfig would otherwise trip over."""
-    check_fields(language, LANGUAGE, "language_config", source)
+    check_section(language, LANGUAGE, "language_config", source)
     heads, hidden = language["num_attention_heads"], language["hidden_size"]
     kv = language.get("num_key_value_heads") or heads
     if heads % kv:

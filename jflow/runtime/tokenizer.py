@@ -11,6 +11,7 @@ from pathlib import Path
 from tokenizers import AddedToken, Tokenizer
 
 from jflow.errors import ConfigError, InputError
+from jflow.fields import check_fields, flag
 from jflow.runtime.processor_config import ProcessorSettings
 from jflow.runtime.prompts import generation_prompt, understanding_prompt
 
@@ -56,9 +57,10 @@ class JanusFlowTokenizer:
             raise ConfigError(f"{path} could not be read as a tokenizer ({exc})") from exc
         config = _read_json(folder / TOKENIZER_CONFIG_FILE)
         special = _read_json(folder / SPECIAL_TOKENS_FILE)
-        bos = _token_text(config.get("bos_token") or special.get("bos_token")) or DEFAULT_BOS
-        eos = _token_text(config.get("eos_token") or special.get("eos_token")) or DEFAULT_EOS
-        add_bos = bool(config.get("add_bos_token", True))
+        check_fields(config, {"add_bos_token": flag}, folder / TOKENIZER_CONFIG_FILE)
+        bos = _token_text(config, special, "bos_token", folder) or DEFAULT_BOS
+        eos = _token_text(config, special, "eos_token", folder) or DEFAULT_EOS
+        add_bos = config.get("add_bos_token", True)
         return cls(tokenizer, settings or ProcessorSettings.from_dir(folder), bos, eos, add_bos)
 
     @property
@@ -118,15 +120,22 @@ def _read_json(path: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path} is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object, found {type(data).__name__}")
+    return data
 
 
-def _token_text(value) -> str | None:
-    if isinstance(value, dict):
-        return value.get("content")
-    return value
+def _token_text(config: dict, special: dict, key: str, folder: Path) -> str | None:
+    """A token as tokenizer_config.json (or else special_tokens_map.json) gives it: a str or {"content": str}."""
+    file = TOKENIZER_CONFIG_FILE if config.get(key) else SPECIAL_TOKENS_FILE
+    value = config.get(key) or special.get(key)
+    text = value.get("content") if isinstance(value, dict) else value
+    if value is not None and not isinstance(text, str):
+        raise ConfigError(f"{folder / file}: {key} must be a string or {{\"content\": string}}, got {value!r}")
+    return text
 
 
 class TextStream:
