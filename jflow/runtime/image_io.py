@@ -174,8 +174,13 @@ def output_paths(out: str | Path, count: int) -> list[Path]:
 
 
 def check_output_images(out: str | Path, count: int) -> list[Path]:
-    """Refuse output names that cannot be written, before any work is done."""
-    return [check_writable_file(path, "the output image") for path in output_paths(out, count)]
+    """Refuse output names that cannot be written, before any work is done (their folder is probed once)."""
+    paths = output_paths(out, count)
+    check_writable_file(paths[0], "the output image")
+    for path in paths[1:]:
+        if path.is_dir():
+            raise OutputError(f"the output image {path} is a folder; choose another -o name")
+    return paths
 
 
 def save_images(images: np.ndarray, out: str | Path) -> list[Path]:
