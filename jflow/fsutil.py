@@ -26,6 +26,7 @@ from jflow.errors import OutputError
 
 PARTIAL = ".partial-"  # .NAME.partial-XXXXXXXX: a folder being written for NAME (see staged_dir)
 CONTENT = "content"    # what becomes NAME; the marker stays outside it, so it is never published
+SCRATCH = ".jflow-scratch-"
 
 
 @contextmanager
@@ -58,11 +59,15 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 @contextmanager
 def scratch_dir(folder: str | Path) -> Iterator[Path]:
-    """A private folder inside `folder` for tools that write files by name; removed at the end."""
+    """A private folder inside `folder` for tools that write files by name; removed at the end (and,
+    when its process was killed, by the next scratch_dir in `folder`: it carries an owner marker)."""
+    folder = Path(folder)
     try:
-        scratch = Path(tempfile.mkdtemp(prefix=".jflow-scratch-", dir=folder))
+        remove_abandoned(folder, SCRATCH)
+        scratch = Path(tempfile.mkdtemp(prefix=SCRATCH, dir=folder))
+        ownership.mark(scratch)
     except OSError as exc:
-        raise _cannot_write(Path(folder), exc) from exc
+        raise _cannot_write(folder, exc) from exc
     try:
         yield scratch
     finally:
@@ -133,8 +138,13 @@ def staged_dir(out: str | Path, replace: bool = False) -> Iterator[Path]:
 
 def remove_stale_partials(out: Path) -> list[Path]:
     """Delete .NAME.partial-* folders next to `out` whose marker proves their writer is gone."""
-    prefix, removed = f".{out.name}{PARTIAL}", []
-    with suppress(OSError), os.scandir(out.parent) as entries:
+    return remove_abandoned(out.parent, f".{out.name}{PARTIAL}")
+
+
+def remove_abandoned(folder: Path, prefix: str) -> list[Path]:
+    """Delete the folders in `folder` named prefix* whose owner marker proves their writer is gone."""
+    removed = []
+    with suppress(OSError), os.scandir(folder) as entries:
         for entry in entries:
             if entry.name.startswith(prefix) and ownership.is_abandoned(Path(entry.path)):
                 shutil.rmtree(entry.path, ignore_errors=True)

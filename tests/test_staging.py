@@ -116,3 +116,26 @@ def test_rename_noreplace_of_a_file(tmp_path):
         fsutil.rename_noreplace(tmp_path / "a", tmp_path / "b")
     fsutil.rename_noreplace(tmp_path / "a", tmp_path / "c")
     assert (tmp_path / "b").read_text() == "b" and (tmp_path / "c").read_text() == "a"
+
+
+SCRATCH_WRITER = """
+import sys, time
+from jflow.fsutil import scratch_dir
+with scratch_dir(sys.argv[1]) as scratch:
+    (scratch / "llm.onnx.data").write_bytes(b"big")
+    print("writing", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_killed_ort_build_leaves_a_scratch_folder_that_the_next_one_removes(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", SCRATCH_WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(list(tmp_path.iterdir())) == 1
+    unmarked = tmp_path / f"{fsutil.SCRATCH}someone-elses"
+    unmarked.mkdir()
+    with fsutil.scratch_dir(tmp_path) as scratch:
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([scratch.name, unmarked.name])
+    assert [p.name for p in tmp_path.iterdir()] == [unmarked.name]
