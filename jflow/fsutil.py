@@ -132,6 +132,9 @@ def staged_dir(out: str | Path, replace: bool = False) -> Iterator[Path]:
         content.mkdir()
         yield content
         publish_dir(content, out, replace=replace)
+    except OSError as exc:  # disk full, permissions: one line for the user, not a traceback
+        raise OutputError(f"writing {out} failed: {exc}; nothing was published (check free space and "
+                          "permissions)") from exc
     finally:
         shutil.rmtree(partial, ignore_errors=True)
 

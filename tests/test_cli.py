@@ -182,6 +182,18 @@ def test_a_failed_write_is_one_clear_line(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # no half-written or temporary file
 
 
+def test_a_failed_write_during_tiny_is_one_clear_line(tmp_path, monkeypatch):
+    import errno
+
+    import jflow.modeling.checkpoint as checkpoint_module
+
+    def disk_full(reference, folder, dtype, shard_bytes):
+        raise OSError(errno.ENOSPC, "No space left on device", str(folder / "model.safetensors"))
+    monkeypatch.setattr(checkpoint_module, "_write_checkpoint", disk_full)
+    _refused(("tiny", tmp_path / "ckpt"), "No space left on device")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_numeric_options_are_refused_by_the_parser(tmp_path):
     missing = tmp_path / "no-such-artifact"  # nothing may load: the parser refuses first
     cases = [

@@ -234,6 +234,20 @@ def test_export_never_replaces_a_target_that_appeared_meanwhile(tiny_ref, tmp_pa
     assert (out / "manifest.json").read_text() == "{}" and [p.name for p in tmp_path.iterdir()] == ["art"]
 
 
+def test_a_failed_write_during_export_is_one_error_and_leaves_nothing(tiny_ref, tmp_path, monkeypatch):
+    import errno
+
+    import jflow.export.artifact as artifact_module
+
+    def disk_full(ref, root, *args):
+        (root / "onnx").mkdir()
+        raise OSError(errno.ENOSPC, "No space left on device", str(root / "onnx" / "llm.onnx.data"))
+    monkeypatch.setattr(artifact_module, "_write", disk_full)
+    with pytest.raises(InputError, match=r"writing .*art failed: .*No space left on device.*nothing was published"):
+        export_artifact(tiny_ref, tmp_path / "art", limits=LIMITS, log=lambda _: None)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_verify_runs_without_torch(artifact, tmp_path):
     # What a device runs: the CLI's verify with torch, transformers and diffusers impossible to import.
     import subprocess
