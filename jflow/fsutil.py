@@ -88,7 +88,7 @@ def check_writable_file(path: str | Path, what: str = "the output file") -> Path
 
 def check_new_dir(path: str | Path, what: str = "the output folder", replace: bool = False) -> Path:
     """Refuse a folder to create (or, with `replace`, to replace) that cannot be written."""
-    path = Path(path)
+    path = Path(os.path.abspath(path))  # "out/.." names the folder it is, not an entry ".."
     if os.path.lexists(path):
         if not replace:
             raise OutputError(f"{path} already exists; choose another folder, or replace it with --force")
@@ -119,7 +119,7 @@ def staged_dir(out: str | Path, replace: bool = False) -> Iterator[Path]:
     It lives in a hidden sibling .NAME.partial-XXXX with an owner marker, so one left by a killed
     process is removed by the next run for the same NAME (and nothing unmarked ever is).
     """
-    out = Path(out)
+    out = Path(os.path.abspath(out))
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_partials(out)

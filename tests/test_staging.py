@@ -139,3 +139,10 @@ def test_a_killed_ort_build_leaves_a_scratch_folder_that_the_next_one_removes(tm
     with fsutil.scratch_dir(tmp_path) as scratch:
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted([scratch.name, unmarked.name])
     assert [p.name for p in tmp_path.iterdir()] == [unmarked.name]
+
+
+def test_a_dotdot_target_names_the_folder_it_is(tmp_path):
+    (tmp_path / "art").mkdir()
+    with pytest.raises(OutputError, match="already exists"):
+        fsutil.check_new_dir(tmp_path / "art" / "x" / "..")
+    assert not (tmp_path / "art" / "x").exists()
