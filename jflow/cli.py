@@ -9,15 +9,23 @@ import time
 import click
 
 from jflow import __version__
+from jflow.cli_types import FiniteFloat, Seed
 from jflow.errors import JFlowError
+from jflow.fsutil import atomic_write_bytes, check_new_dir, check_writable_dir, check_writable_file
+from jflow.runtime.requests import MAX_CFG_WEIGHT
 
 
 class _Group(click.Group):
-    """Turns jflow's input errors into one clear line and exit code 1, never a traceback."""
+    """Turns jflow's input errors and bad option values into one clear line and exit code 1, never a
+    traceback (a missing argument keeps click's usage text)."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.BadParameter as exc:
+            if isinstance(exc, click.MissingParameter):
+                raise
+            raise click.ClickException(exc.format_message()) from exc
         except (JFlowError, ValueError) as exc:
             raise click.ClickException(str(exc)) from exc
 
@@ -33,10 +41,17 @@ def _options(*options):
 
 _generation_options = _options(
     click.option("-o", "--out", default="out.png", show_default=True, help="PNG file (out-1.png, ... for -n > 1)."),
-    click.option("--steps", default=30, show_default=True, type=int, help="Euler steps of the ODE."),
-    click.option("--cfg", "cfg_weight", default=2.0, show_default=True, type=float, help="Guidance weight."),
-    click.option("--seed", default=None, type=int, help="Seed of the starting noise (random if not given)."),
+    click.option("--steps", default=30, show_default=True, type=click.IntRange(1), help="Euler steps of the ODE."),
+    click.option("--cfg", "cfg_weight", default=2.0, show_default=True, type=FiniteFloat(0, MAX_CFG_WEIGHT),
+                 help=f"Guidance weight, 0 to {MAX_CFG_WEIGHT:g} (1 is no guidance)."),
+    click.option("--seed", default=None, type=Seed(), help="Seed of the starting noise (random if not given)."),
     click.option("-n", "count", default=1, show_default=True, type=click.IntRange(1), help="Images to make."))
+
+SAMPLING_OPTIONS = _options(
+    click.option("--temperature", default=0.0, show_default=True, type=FiniteFloat(0), help="0 is greedy."),
+    click.option("--top-p", default=1.0, show_default=True, type=FiniteFloat(0, 1, min_open=True),
+                 help="Nucleus sampling: keep the most likely tokens up to this probability mass, in (0, 1]."),
+    click.option("--seed", default=None, type=Seed(), help="Seed for sampling."))
 
 
 @click.group(cls=_Group)
@@ -47,10 +62,11 @@ def main():
 
 @main.command()
 @click.argument("out", type=click.Path())
-@click.option("--seed", default=0, show_default=True, help="Seed of the random weights.")
+@click.option("--seed", default=0, show_default=True, type=Seed(), help="Seed of the random weights.")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 def tiny(out, seed, force):
     """Write the tiny random-weight JanusFlow as a checkpoint folder in the official format."""
+    check_new_dir(out, "the checkpoint folder", replace=force)  # before torch loads
     from jflow.modeling import write_tiny_checkpoint
     path = write_tiny_checkpoint(out, seed=seed, overwrite=force)
     click.echo(f"wrote tiny JanusFlow checkpoint to {path}")
@@ -86,8 +102,7 @@ def onnx_command(model, out, precision, max_batch, max_context, max_new_tokens, 
 
     from jflow.export.artifact import export_artifact
     from jflow.artifact.spec import Limits
-    if Path(out).exists() and not force:  # fail before loading a model
-        raise click.ClickException(f"{out} already exists; choose another folder, or replace it with --force")
+    check_new_dir(out, "the artifact folder", replace=force)  # fail before loading a model
     ref = _load_reference(model, vae, load_vae=True)
     started = time.perf_counter()
     click.echo(f"exporting {model} ({precision}) to {out}", err=True)
@@ -120,6 +135,12 @@ def build_command(model, out, precision, target, components, max_batch, max_cont
     from jflow.artifact.manifest import MANIFEST_NAME
     out_path = Path(out)
     has_artifact = (out_path / MANIFEST_NAME).is_file()
+    if has_artifact:  # engines are written into it
+        check_writable_dir(out_path, "the artifact folder")
+    else:  # exported first
+        check_new_dir(out_path, "the artifact folder")
+    if timing_cache:
+        check_writable_file(timing_cache, "the timing cache")
     status = tensorrt_status() if target != "onnxruntime" else None
     choose_target(target, out, status, artifact_ready=has_artifact)  # fail fast, before any export
     if has_artifact:
@@ -186,9 +207,10 @@ _runtime_options = _options(
 @_runtime_options
 def generate(artifact, prompt, out, steps, cfg_weight, seed, count, backend, threads, spin, check_files):
     """Text to image with an exported ARTIFACT (no torch needed)."""
-    from jflow.runtime.image_io import save_images
+    from jflow.runtime.image_io import check_output_images, save_images
     from jflow.runtime.requests import check_generation_args
     check_generation_args(steps, cfg_weight)  # fail before loading anything
+    check_output_images(out, count)
     pipe = _load_pipeline(artifact, backend, threads, spin, check_files)
     started = time.perf_counter()
     with click.progressbar(length=steps * count, label="sampling", file=sys.stderr) as bar:
@@ -203,10 +225,9 @@ def generate(artifact, prompt, out, steps, cfg_weight, seed, count, backend, thr
 @click.argument("artifact", type=click.Path())
 @click.option("--image", required=True, type=click.Path(), help="The picture to ask about.")
 @click.argument("question")
-@click.option("--max-new-tokens", default=None, type=int, help="Default: 512, or the artifact's limit if lower.")
-@click.option("--temperature", default=0.0, show_default=True, type=float, help="0 is greedy.")
-@click.option("--top-p", default=1.0, show_default=True, type=float)
-@click.option("--seed", default=None, type=int, help="Seed for sampling.")
+@click.option("--max-new-tokens", default=None, type=click.IntRange(1),
+              help="Default: 512, or the artifact's limit if lower.")
+@SAMPLING_OPTIONS
 @_runtime_options
 def chat(artifact, image, question, max_new_tokens, temperature, top_p, seed, backend, threads, spin, check_files):
     """Answer QUESTION about an image with an exported ARTIFACT, streaming the text to stdout."""
@@ -234,6 +255,9 @@ def profile_command(artifact, backend, threads, spin, check_files, runs, warmup,
     import json
 
     from jflow.runtime.profile_stages import profile, stage_plan, trace_requests
+    for path, what in ((json_path, "the --json file"), (trace_path, "the --trace file")):
+        if path:
+            check_writable_file(path, what)  # before minutes of profiling
     pipe = _load_pipeline(artifact, backend, threads, spin, check_files)
     with click.progressbar(length=len(stage_plan(pipe)) * runs, label="profiling", file=sys.stderr) as bar:
         report = profile(pipe, runs=runs, warmup=warmup, steps=steps, tick=lambda: bar.update(1))
@@ -243,8 +267,7 @@ def profile_command(artifact, backend, threads, spin, check_files, runs, warmup,
     click.echo(f"peak host RSS {report['peak_host_rss_mib']:.0f} MiB; backend {report['backend']} "
                f"({report['device']['backend_device']}), {report['precision']}")
     if json_path:
-        with open(json_path, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
+        atomic_write_bytes(json_path, json.dumps(report, indent=2).encode("utf-8"))
         click.echo(f"wrote {json_path}")
     if trace_path:
         trace_requests(pipe, steps).write_chrome_trace(trace_path, {"artifact": str(artifact),
@@ -264,9 +287,10 @@ def reference():
 @click.option("--vae", default=None, help="SDXL VAE folder (default: MODEL/vae).")
 def reference_generate(model, prompt, out, steps, cfg_weight, seed, count, vae):
     """Text to image with the reference model."""
+    from jflow.runtime.image_io import check_output_images, save_images
     from jflow.runtime.requests import check_generation_args
-    from jflow.runtime.image_io import save_images
     check_generation_args(steps, cfg_weight)  # fail before loading a model
+    check_output_images(out, count)
     ref = _load_reference(model, vae, load_vae=True)
     started = time.perf_counter()
     with click.progressbar(length=steps, label="sampling", file=sys.stderr) as bar:
@@ -281,10 +305,8 @@ def reference_generate(model, prompt, out, steps, cfg_weight, seed, count, vae):
 @MODEL_OPTION
 @click.option("--image", required=True, type=click.Path(), help="The picture to ask about.")
 @click.argument("question")
-@click.option("--max-new-tokens", default=512, show_default=True, type=int)
-@click.option("--temperature", default=0.0, show_default=True, type=float, help="0 is greedy.")
-@click.option("--top-p", default=1.0, show_default=True, type=float)
-@click.option("--seed", default=None, type=int, help="Seed for sampling.")
+@click.option("--max-new-tokens", default=512, show_default=True, type=click.IntRange(1))
+@SAMPLING_OPTIONS
 def reference_chat(model, image, question, max_new_tokens, temperature, top_p, seed):
     """Answer a question about an image with the reference model."""
     from jflow.runtime.image_io import load_image

@@ -18,3 +18,7 @@ class ConfigError(JFlowError):
 
 class InputError(JFlowError):
     """A request (prompt, image, sampling setting) cannot be served."""
+
+
+class OutputError(InputError):
+    """An output file or folder cannot be written (missing or read-only folder, name taken, disk full)."""

@@ -30,3 +30,26 @@ def tiny_artifact(tmp_path_factory, tiny_ref):
     from jflow.artifact.spec import Limits
     return export_artifact(tiny_ref, tmp_path_factory.mktemp("art") / "tiny-fp32", log=lambda _: None,
                            limits=Limits(max_batch=3, max_context=1024, max_new_tokens=16))
+
+
+@pytest.fixture
+def leftover_partial():
+    """make(parent, name, suffix, owner): a .NAME.partial-SUFFIX folder as a killed writer leaves it.
+
+    owner "dead": marked by a process that has exited; "none": no marker (not provably ours)."""
+    import json
+    import subprocess
+    import sys
+
+    from jflow import fsutil, ownership
+
+    def make(parent, name, suffix, owner="dead"):
+        folder = parent / f".{name}{fsutil.PARTIAL}{suffix}"
+        (folder / fsutil.CONTENT).mkdir(parents=True)
+        (folder / fsutil.CONTENT / "half.onnx").write_bytes(b"half")
+        if owner == "dead":
+            proc = subprocess.Popen([sys.executable, "-c", "pass"])
+            proc.wait()
+            (folder / ownership.MARKER).write_text(json.dumps({**ownership.identity(), "pid": proc.pid}))
+        return folder
+    return make

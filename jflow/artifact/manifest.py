@@ -21,6 +21,7 @@ from typing import Any
 from jflow import __version__ as JFLOW_VERSION
 from jflow.artifact import stamp
 from jflow.artifact.contract import REEXPORT, REQUIRED_KEYS, ArtifactError, check_contract, safe_rel
+from jflow.fsutil import atomic_write_bytes
 
 SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.json"
@@ -50,23 +51,26 @@ def _links_under(root: Path, rel: str) -> str | None:
     return None
 
 
-def file_hashes(root: str | Path) -> dict[str, str]:
-    """{relative posix path: sha256} of every file under `root` except manifest.json, sorted by path.
-    Refuses symbolic links anywhere inside (an artifact is a plain folder)."""
-    root = Path(root)
-    out = {}
+def _members(root: Path):
+    """(relative path, path) of every file under `root` but manifest.json and hidden entries (the temporary
+    files and folders of writes in progress or killed); a symbolic link anywhere is refused."""
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         for name in dirnames + filenames:
-            if (here / name).is_symlink():
+            if (here / name).is_symlink() and not name.startswith("."):
                 rel = (here / name).relative_to(root).as_posix()
                 raise ArtifactError(f"{root}: {rel} is a symbolic link; an artifact is a plain folder, so copy the "
                                     "file into it instead of linking")
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:
             rel = (here / name).relative_to(root).as_posix()
-            if rel != MANIFEST_NAME:
-                out[rel] = sha256_file(here / name)
-    return dict(sorted(out.items()))
+            if rel != MANIFEST_NAME and not name.startswith("."):
+                yield rel, here / name
+
+
+def file_hashes(root: str | Path) -> dict[str, str]:
+    """{relative posix path: sha256} of every member file under `root` (see `_members`), sorted by path."""
+    return {rel: sha256_file(path) for rel, path in sorted(_members(Path(root)))}
 
 
 def write_manifest(root: str | Path, data: dict[str, Any]) -> dict[str, Any]:
@@ -80,13 +84,7 @@ def write_manifest(root: str | Path, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _replace_manifest(root: Path, data: dict) -> None:
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    tmp = root / f".{MANIFEST_NAME}.tmp-{os.getpid()}"
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, root / MANIFEST_NAME)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_bytes(root / MANIFEST_NAME, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 @dataclass
@@ -226,15 +224,9 @@ def update_manifest(root: str | Path, changes: dict[str, Any], rehash: list[str]
     data = dict(Manifest.load(root, check_files=False).data)
     data.update(changes)
     files = dict(data["files"])
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            rel = path.relative_to(root).as_posix()
-            if path.is_symlink():
-                raise ArtifactError(f"{root}: {rel} is a symbolic link; an artifact is a plain folder")
-            if name in filenames and rel != MANIFEST_NAME and not name.startswith(".") \
-                    and (rel not in files or rel in rehash):
-                files[rel] = sha256_file(path)
+    for rel, path in _members(root):
+        if rel not in files or rel in rehash:
+            files[rel] = sha256_file(path)
     data["files"] = dict(sorted(files.items()))
     check_contract(data, f"{root}/{MANIFEST_NAME} (being updated)")
     _replace_manifest(root, data)

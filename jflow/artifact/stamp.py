@@ -15,6 +15,9 @@ import json
 import os
 from pathlib import Path
 
+from jflow.errors import JFlowError
+from jflow.fsutil import atomic_write_bytes
+
 
 def folder() -> Path:
     base = os.environ.get("JFLOW_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or
@@ -49,11 +52,9 @@ def write(root: Path, manifest_digest: str, files: dict[str, list[int]]) -> None
     if not manifest_digest:
         return
     target = _path(root)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"manifest": manifest_digest, "root": str(root.resolve()), "files": files}),
-                       encoding="utf-8")
-        os.replace(tmp, target)
-    except OSError:
-        tmp.unlink(missing_ok=True)
+        atomic_write_bytes(target, json.dumps({"manifest": manifest_digest, "root": str(root.resolve()),
+                                               "files": files}).encode("utf-8"))
+    except (OSError, JFlowError):
+        pass

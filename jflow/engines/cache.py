@@ -8,11 +8,11 @@ an engine.json that records the key; files are written to a temporary name and r
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
 from jflow.artifact.engines import EngineKey
+from jflow.fsutil import atomic_write_bytes
 
 PLAN = "engine.plan"
 RECORD = "engine.json"
@@ -33,12 +33,7 @@ def reusable(root: Path, key: EngineKey) -> Path | None:
 
 def write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_bytes(path, data)
 
 
 def store(root: Path, key: EngineKey, plan: bytes, seconds: float) -> Path:

@@ -4,26 +4,34 @@ layout changes that tie the file to the machine that wrote it."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Callable
 
 import onnxruntime as ort
 
+from jflow.fsutil import scratch_dir
+
 FOLDER = "ort"
 
 
 def optimize_graph(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.partial")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    options.optimized_model_filepath = str(tmp)
-    # Weights go to one external file next to the graph (the LLM is over protobuf's 2 GB limit).
-    options.add_session_config_entry("session.optimized_model_external_initializers_file_name", f"{target.name}.data")
-    options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
-    ort.InferenceSession(str(source), sess_options=options, providers=["CPUExecutionProvider"])
-    tmp.replace(target)
+    data = f"{target.name}.data"
+    # ORT writes both files by name: into a private folder first, then each is renamed into place
+    # (the weights before the graph that names them).
+    with scratch_dir(target.parent) as scratch:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.optimized_model_filepath = str(scratch / target.name)
+        # Weights go to one external file next to the graph (the LLM is over protobuf's 2 GB limit).
+        options.add_session_config_entry("session.optimized_model_external_initializers_file_name", data)
+        options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+        ort.InferenceSession(str(source), sess_options=options, providers=["CPUExecutionProvider"])
+        if (scratch / data).exists():
+            os.replace(scratch / data, target.parent / data)
+        os.replace(scratch / target.name, target)
 
 
 def build_ort_target(root: Path, manifest_data: dict, graphs: list[str], log: Callable[[str], None]) -> dict:

@@ -2,14 +2,12 @@
 
 DIR/onnx/<graph>.onnx (+ .data), DIR/embeddings/*.npy, tokenizer and processor files, config.json,
 DIR/reference/*.npz and DIR/manifest.json (contract, precision policy, tool versions, sha256 of every
-file). Written to a temporary sibling folder and renamed at the end: an interrupted export leaves no
-half artifact under DIR.
+file). Written to a hidden sibling folder and renamed at the end: an interrupted export leaves no
+half artifact under DIR, and the next export to DIR removes what a killed one left.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -19,11 +17,11 @@ import numpy as np
 import torch
 
 from jflow.errors import InputError
-from jflow.fsutil import publish_dir
 from jflow.artifact.manifest import write_manifest
 from jflow.artifact.precision import PRECISIONS, TOLERANCES, activation_dtype, policy_table
 from jflow.artifact.spec import Limits
 from jflow.export import gen_decoder, gen_encoder, llm, llm_ort, reference_io, siglip, vae_decoder
+from jflow.fsutil import staged_dir
 from jflow.export.onnx_export import OPSET, export_graph
 from jflow.modeling.checkpoint import build_from_state_dict
 from jflow.modeling.llm import FP32_SOFTMAX_ATTENTION
@@ -61,17 +59,10 @@ def export_artifact(ref, out: str | Path, precision: str = "fp32", limits: Limit
                          f"answer; use --max-context {question + e2e_tokens} or more")
     if out.exists() and not force:
         raise InputError(f"{out} already exists; choose another folder, or replace it with --force")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    except OSError as exc:
-        raise InputError(f"cannot write in {out.parent}: {exc}") from exc
-    try:
+    # A hidden .NAME.partial-* sibling, renamed at the end; a concurrent export that published first
+    # is never replaced without --force.
+    with staged_dir(out, replace=force) as tmp:
         _write(ref, tmp, precision, limits, e2e_steps, e2e_tokens, log)
-        publish_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

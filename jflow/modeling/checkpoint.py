@@ -9,14 +9,12 @@ reported in one error; the unused SigLIP attention-pool keys may be present or a
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from jflow.errors import CheckpointError
-from jflow.fsutil import publish_dir
+from jflow.fsutil import staged_dir
 from jflow.modeling.config import CONFIG_FILE, JanusFlowConfig, read_config
 from jflow.modeling.janusflow import JanusFlow
 from jflow.modeling.reference import JanusFlowReference
@@ -96,18 +94,13 @@ def _materialize_leftovers(model: JanusFlow, dtype: torch.dtype) -> None:
 
 def save_checkpoint(reference: JanusFlowReference, out: str | Path, dtype: torch.dtype | None = None,
                     shard_bytes: int | None = None, overwrite: bool = False) -> Path:
-    """Write `reference` as a checkpoint folder in the official layout (atomically: temp dir + rename)."""
+    """Write `reference` as a checkpoint folder in the official layout (atomically: temp dir + rename,
+    which refuses a folder that appeared meanwhile unless `overwrite`)."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise CheckpointError(f"{out} already exists; choose another folder, or replace it with --force (overwrite=True)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_dir(out, replace=overwrite) as tmp:
         _write_checkpoint(reference, tmp, dtype, shard_bytes)
-        publish_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

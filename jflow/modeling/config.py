@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jflow.errors import ConfigError
+from jflow.modeling import config_fields as fields
 
 CONFIG_FILE = "config.json"
 SECTIONS = ("vision_und_enc_config", "vision_gen_enc_config", "vision_gen_dec_config", "language_config")
@@ -47,7 +48,7 @@ class SiglipConfig:
         return (self.image_size // self.patch_size) ** 2
 
     @classmethod
-    def from_params(cls, params: dict) -> "SiglipConfig":
+    def from_params(cls, params: dict, source: str = CONFIG_FILE) -> "SiglipConfig":
         name = params.get("model_name", "siglip_large_patch16_384")
         base = dict(SIGLIP_VARIANTS.get(name, {}))
         base.update({k: params[k] for k in SIGLIP_OVERRIDES if k in params})
@@ -66,6 +67,8 @@ class SiglipConfig:
             raise ConfigError(f"vision_und_enc_config: image_size {image_size} is not a multiple of the "
                               f"patch size {base['patch_size']}")
         width = int(base["width"])
+        if width % int(base["heads"]):
+            raise ConfigError(f"{source}: vision_und_enc_config: heads {base['heads']} must divide width {width}")
         has_norm = params.get("pixel_mean") is not None and params.get("pixel_std") is not None
         return cls(image_size=image_size, patch_size=int(base["patch_size"]), width=width, layers=layers,
                    heads=int(base["heads"]), mlp_dim=int(width * float(base["mlp_ratio"])),
@@ -149,12 +152,16 @@ class JanusFlowConfig:
                 raise ConfigError(f"{source} has no '{section}' object; this is not a JanusFlow config.json "
                                   f"(expected sections: {', '.join(SECTIONS)})")
         language = dict(raw["language_config"])
-        for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "intermediate_size"):
+        for key in fields.REQUIRED["language_config"]:
             if key not in language:
                 raise ConfigError(f"{source}: language_config has no '{key}'")
-        gen_enc = _dataclass_from(GenEncoderConfig, _params(raw, "vision_gen_enc_config", source))
-        gen_dec = _dataclass_from(GenDecoderConfig, _params(raw, "vision_gen_dec_config", source))
-        config = cls(siglip=SiglipConfig.from_params(_params(raw, "vision_und_enc_config", source)),
+        fields.check_language(language, source)
+        params = {section: _params(raw, section, source) for section in SECTIONS[:3]}
+        for section, table in zip(SECTIONS, (fields.SIGLIP, fields.GEN_ENCODER, fields.GEN_DECODER)):
+            fields.check_section(params[section], table, f"{section}.params", source)
+        gen_enc = _dataclass_from(GenEncoderConfig, params["vision_gen_enc_config"])
+        gen_dec = _dataclass_from(GenDecoderConfig, params["vision_gen_dec_config"])
+        config = cls(siglip=SiglipConfig.from_params(params["vision_und_enc_config"], source),
                      gen_encoder=gen_enc, gen_decoder=gen_dec, language=language, raw=copy.deepcopy(raw))
         config._check_consistency(source)
         return config

@@ -20,7 +20,7 @@ from jflow.modeling.vae import vae_decode
 from jflow.runtime.batching import generation_batch
 from jflow.runtime.image_io import to_uint8
 from jflow.runtime.ode import LATENT_CHANNELS, initial_noise, time_grid
-from jflow.runtime.requests import check_generation_args
+from jflow.runtime.requests import check_generation_args, check_noise, prompt_list
 
 
 @dataclass
@@ -37,9 +37,7 @@ def generate(ref, prompts, steps: int = 30, cfg_weight: float = 2.0, seed: int |
              on_step: Callable[[dict], None] | None = None) -> GenerationResult:
     """Generate one image per prompt. `noise` [N, 4, s, s] overrides `seed`; no seed means a random one.
     `on_step` receives every step's tensors (the inputs and outputs of each graph), for reference cases."""
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    if not prompts:
-        raise InputError("no prompt given")
+    prompts = prompt_list(prompts)
     check_generation_args(steps, cfg_weight)
     if ref.vae is None:
         raise InputError("this reference was loaded without a VAE (load_vae=False); it cannot make images")
@@ -47,10 +45,7 @@ def generate(ref, prompts, steps: int = 30, cfg_weight: float = 2.0, seed: int |
     size = model.config.latent_size
     if noise is None:
         noise = initial_noise(seed, n, size)
-    noise = np.asarray(noise, dtype=np.float32)
-    if noise.shape != (n, LATENT_CHANNELS, size, size):
-        raise InputError(f"noise must be [{n}, {LATENT_CHANNELS}, {size}, {size}] for {n} prompt(s), "
-                         f"got {list(noise.shape)}")
+    noise = check_noise(noise, (n, LATENT_CHANNELS, size, size))
 
     batch = generation_batch([ref.tokenizer.generation_ids(p) for p in prompts], ref.tokenizer.pad_id)
     dtype, new = ref.dtype, 1 + model.config.num_gen_tokens  # t_emb token + latent tokens

@@ -2,34 +2,131 @@
 
 from __future__ import annotations
 
+import os
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from jflow.errors import InputError
+from jflow.errors import InputError, OutputError
+from jflow.fsutil import atomic_file, check_writable_file
 from jflow.runtime.processor_config import ProcessorSettings
+
+# Files with more pixels are refused before decoding (a 10000x10000 picture is the largest accepted).
+MAX_IMAGE_PIXELS = 100_000_000
+_LIMIT_TEXT = "jflow reads images of at most 100 megapixels (e.g. 10000x10000): downscale it first"
+# JPEGs with more pixels decode at reduced scale, never below DRAFT_MIN_SIDE on the long side (the
+# model sees 384); smaller ones decode exactly as the official processor does.
+DRAFT_ABOVE_PIXELS = 16_000_000
+DRAFT_MIN_SIDE = 1024
 
 
 def load_image(source) -> Image.Image:
-    """A path, PIL image or HWC uint8 array, as an RGB PIL image; clear errors for anything else."""
+    """A path, PIL image or HxWx3/4 uint8 (or uint16) array, as an RGB PIL image; clear errors for anything else.
+
+    Files over MAX_IMAGE_PIXELS are refused before decoding. Memory: loading and preprocessing a
+    10000x10000 RGB PNG raises peak RSS by at most 430 MiB (PIL holds RGB at 4 bytes a pixel; other
+    modes add a conversion copy); a JPEG that large decodes at 1/8 scale (DRAFT_ABOVE_PIXELS) and
+    needs at most 40 MiB. High-bit-depth pixels are scaled to 8 bits, not clipped (see to_rgb).
+    """
     if isinstance(source, Image.Image):
-        return source.convert("RGB")
+        _check_not_empty(source.size, "the image")
+        return to_rgb(source)
     if isinstance(source, np.ndarray):
-        if source.dtype != np.uint8 or source.ndim != 3 or source.shape[2] not in (3, 4):
-            raise InputError(f"an image array must be HxWx3 (or 4) uint8, got {source.dtype} {source.shape}")
-        return Image.fromarray(source).convert("RGB")
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise InputError(f"image file not found: {path}")
-        try:
-            with Image.open(path) as img:
-                img.load()
-                return img.convert("RGB")
-        except (UnidentifiedImageError, OSError) as exc:
-            raise InputError(f"{path} is not a readable image ({exc}); pass a PNG or JPEG file") from exc
+        return _from_array(source)
+    if isinstance(source, (str, os.PathLike)):
+        return to_rgb(_read(Path(source)))
     raise InputError(f"cannot read an image from a {type(source).__name__}; pass a path, PIL image or array")
+
+
+def _read(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise InputError(f"image file not found: {path}")
+    try:
+        with warnings.catch_warnings():
+            # PIL's bomb warning (our own, lower limit applies) and its notes on damaged files (they end
+            # in one clear error below, or in a picture) would only clutter the output.
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                _check_size(img.size, path)
+                _draft(img)
+                img.load()
+                return img
+    except InputError:
+        raise
+    except Image.DecompressionBombError as exc:  # PIL's own limit, met at open (over ~179 megapixels)
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        raise InputError(f"{path} is too large ({_megapixels(int(pixels[1])) if pixels else 'over 179'} "
+                         f"megapixels); {_LIMIT_TEXT}") from exc
+    except MemoryError as exc:
+        raise InputError(f"{path}: not enough memory to decode it; downscale it first") from exc
+    except Exception as exc:  # damaged files raise OSError, SyntaxError, ValueError, EOFError, zlib.error...
+        raise InputError(f"{path} is not a readable image ({type(exc).__name__}: {exc}); pass a PNG or JPEG "
+                         "file") from exc
+
+
+def _check_not_empty(size, what) -> None:
+    if min(size) < 1:
+        raise InputError(f"{what} has no pixels ({size[0]}x{size[1]})")
+
+
+def _check_size(size, path: Path) -> None:
+    _check_not_empty(size, str(path))
+    width, height = size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise InputError(f"{path} is too large: {width}x{height} ({_megapixels(width * height)} megapixels); "
+                         f"{_LIMIT_TEXT}")
+
+
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1e6:.1f}"
+
+
+def _draft(img: Image.Image) -> None:
+    """Let libjpeg decode a large JPEG at 1/2, 1/4 or 1/8 scale, keeping DRAFT_MIN_SIDE on the long side."""
+    width, height = img.size
+    if img.format != "JPEG" or width * height <= DRAFT_ABOVE_PIXELS:
+        return
+    for k in (8, 4, 2):
+        if max(width, height) // k >= DRAFT_MIN_SIDE and min(width, height) >= k:
+            img.draft(img.mode, (width // k, height // k))
+            return
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB. 16-bit modes (I;16*, and I, which PIL uses for 16-bit PNG/TIFF) keep their high byte as
+    PIL does for 16-bit RGB; F is read as 0..1. Alpha is dropped, as the official processor does."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode.startswith("I;16") or mode == "I":
+        return Image.fromarray(_high_byte(np.asarray(img)), "L").convert("RGB")
+    if mode == "F":
+        x = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=0.0)
+        return Image.fromarray(np.rint(np.clip(x, 0.0, 1.0) * 255).astype(np.uint8), "L").convert("RGB")
+    try:
+        return (img.convert("LA") if mode == "La" else img).convert("RGB")
+    except ValueError as exc:
+        raise InputError(f"cannot convert an image of mode {mode} to RGB ({exc})") from exc
+
+
+def _high_byte(values: np.ndarray) -> np.ndarray:
+    """16-bit values (clipped to 0..65535) -> their high byte, a block of rows at a time (bounded memory)."""
+    out = np.empty(values.shape, np.uint8)
+    for start in range(0, len(values), 1024):
+        out[start:start + 1024] = np.clip(values[start:start + 1024], 0, 65535) >> 8
+    return out
+
+
+def _from_array(source: np.ndarray) -> Image.Image:
+    if source.dtype not in (np.uint8, np.uint16) or source.ndim != 3 or source.shape[2] not in (3, 4):
+        raise InputError(f"an image array must be HxWx3 (or 4) uint8 or uint16, got {source.dtype} {source.shape}")
+    _check_not_empty(source.shape[1::-1], "the image array")
+    if source.dtype == np.uint16:
+        source = _high_byte(source)
+    return Image.fromarray(np.ascontiguousarray(source)).convert("RGB")
 
 
 def square_image(img: Image.Image, settings: ProcessorSettings) -> Image.Image:
@@ -68,16 +165,30 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
     return ((x + 1.0) / 2.0 * 255.0).astype(np.uint8)
 
 
-def save_images(images: np.ndarray, out: str | Path) -> list[Path]:
-    """Write [N, H, W, 3] uint8 images as PNG: `out` for one image, out-1.png, out-2.png ... for several."""
+def output_paths(out: str | Path, count: int) -> list[Path]:
+    """The files `save_images` writes for `count` images: `out` for one, out-1.png, out-2.png ... for several."""
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise InputError(f"the output file must end in .png, got {out.name}")
-    if out.parent and not out.parent.is_dir():
-        raise InputError(f"the output folder {out.parent} does not exist")
-    paths = [out] if len(images) == 1 else [out.with_name(f"{out.stem}-{i + 1}.png") for i in range(len(images))]
+    return [out] if count == 1 else [out.with_name(f"{out.stem}-{i + 1}.png") for i in range(count)]
+
+
+def check_output_images(out: str | Path, count: int) -> list[Path]:
+    """Refuse output names that cannot be written, before any work is done (their folder is probed once)."""
+    paths = output_paths(out, count)
+    check_writable_file(paths[0], "the output image")
+    for path in paths[1:]:
+        if path.is_dir():
+            raise OutputError(f"the output image {path} is a folder; choose another -o name")
+    return paths
+
+
+def save_images(images: np.ndarray, out: str | Path) -> list[Path]:
+    """Write [N, H, W, 3] uint8 images as PNG (names: see output_paths), each one whole or not at all."""
+    paths = output_paths(out, len(images))
+    if not paths[0].parent.is_dir():
+        raise OutputError(f"the output folder {paths[0].parent} does not exist")
     for image, path in zip(images, paths):
-        tmp = path.with_name(f".{path.name}.tmp")
-        Image.fromarray(image).save(tmp, format="PNG")
-        tmp.replace(path)  # never leave a half-written PNG behind
+        with atomic_file(path) as f:
+            Image.fromarray(image).save(f, format="PNG")
     return paths

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from jflow.runtime.requests import check_seed
+
 LATENT_CHANNELS = 4
 
 
@@ -36,5 +38,6 @@ def initial_noise(seed: int | None, count: int, latent_size: int) -> np.ndarray:
     Numpy rather than torch RNG so that a seed gives the same image on the host reference and on a
     device running only the runtime.
     """
+    check_seed(seed)
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence().entropy if seed is None else seed))
     return rng.standard_normal((count, LATENT_CHANNELS, latent_size, latent_size), dtype=np.float32)

@@ -25,7 +25,7 @@ from jflow.runtime.image_io import preprocess_images, to_uint8
 from jflow.runtime.llm_runner import llm_runner
 from jflow.runtime.ode import LATENT_CHANNELS, initial_noise
 from jflow.runtime.processor_config import ProcessorSettings
-from jflow.runtime.requests import check_generation_args, pair_images_questions
+from jflow.runtime.requests import check_generation_args, check_noise, pair_images_questions, prompt_list
 from jflow.runtime.sampler import sample_latents
 from jflow.runtime.sampling import check_sampling
 from jflow.runtime.tokenizer import JanusFlowTokenizer, TextStream
@@ -153,9 +153,7 @@ class Pipeline:
                          noise: np.ndarray | None = None, num_images: int = 1,
                          progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         self._check_open()
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if not prompts:
-            raise InputError("no prompt given")
+        prompts = prompt_list(prompt)  # a str or a list of str; errors name `prompt`
         if not isinstance(num_images, int) or num_images < 1:
             raise InputError(f"num_images must be a whole number >= 1, got {num_images!r}")
         check_generation_args(steps, cfg_weight)
@@ -170,9 +168,7 @@ class Pipeline:
         shape = (len(id_lists), LATENT_CHANNELS, self.latent_size, self.latent_size)
         if noise is None:
             noise = initial_noise(seed, len(id_lists), self.latent_size)
-        noise = np.asarray(noise, dtype=np.float32)
-        if noise.shape != shape:
-            raise InputError(f"noise must be {list(shape)}, got {list(noise.shape)}")
+        noise = check_noise(noise, shape)  # the right shape, finite
         chunk = int(self.limits["max_batch"])  # the artifact's batch limit: larger requests run in chunks
         starts = range(0, len(id_lists), chunk)
         out = []

@@ -11,9 +11,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from jflow.errors import ConfigError
+from jflow.fields import check_fields, flag, non_empty_text, positive_int, positive_real, positive_real_or_three, \
+    real_or_three
 
 PROCESSOR_FILE = "processor_config.json"
 PREPROCESSOR_FILE = "preprocessor_config.json"
+# The fields read, with their types (a wrong one is a ConfigError naming file and field).
+PROCESSOR_FIELDS = {"image_tag": non_empty_text, "image_start_tag": non_empty_text, "image_end_tag": non_empty_text,
+                    "image_gen_tag": non_empty_text, "num_image_tokens": positive_int}
+PREPROCESSOR_FIELDS = {"image_size": positive_int, "min_size": positive_int, "image_mean": real_or_three,
+                       "image_std": positive_real_or_three, "rescale_factor": positive_real, "do_normalize": flag}
 
 
 @dataclass(frozen=True)
@@ -43,22 +50,14 @@ class ProcessorSettings:
         folder = Path(folder)
         proc = _read_optional_json(folder / PROCESSOR_FILE)
         pre = _read_optional_json(folder / PREPROCESSOR_FILE)
-        kwargs = {}
-        for key in ("image_tag", "image_start_tag", "image_end_tag", "image_gen_tag"):
-            if key in proc:
-                kwargs[key] = str(proc[key])
-        if "num_image_tokens" in proc:
-            kwargs["num_image_tokens"] = int(proc["num_image_tokens"])
-        for key in ("image_size", "min_size"):
-            if key in pre:
-                kwargs[key] = int(pre[key])
+        check_fields(proc, PROCESSOR_FIELDS, folder / PROCESSOR_FILE)
+        check_fields(pre, PREPROCESSOR_FIELDS, folder / PREPROCESSOR_FILE)
+        kwargs = {key: proc[key] for key in PROCESSOR_FIELDS if key in proc}
+        kwargs.update({key: pre[key] for key in PREPROCESSOR_FIELDS if key in pre})
         for key in ("image_mean", "image_std"):
-            if key in pre:
-                kwargs[key] = _three_floats(pre[key], folder / PREPROCESSOR_FILE, key)
-        if "rescale_factor" in pre:
-            kwargs["rescale_factor"] = float(pre["rescale_factor"])
-        if "do_normalize" in pre:
-            kwargs["do_normalize"] = bool(pre["do_normalize"])
+            if key in kwargs:
+                value = kwargs[key]
+                kwargs[key] = tuple(float(v) for v in value) if isinstance(value, list) else (float(value),) * 3
         return cls(**kwargs)
 
     def to_processor_json(self) -> dict:
@@ -108,9 +107,3 @@ def _read_optional_json(path: Path) -> dict:
     return data
 
 
-def _three_floats(value, path: Path, key: str) -> tuple[float, float, float]:
-    if isinstance(value, (int, float)):
-        return (float(value),) * 3
-    if isinstance(value, (list, tuple)) and len(value) == 3:
-        return tuple(float(v) for v in value)
-    raise ConfigError(f"{path}: '{key}' must be a number or a list of 3 numbers, found {value!r}")

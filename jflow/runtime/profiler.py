@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jflow.fsutil import atomic_write_bytes
+
 try:  # optional: NVTX ranges for Nsight Systems
     import nvtx as _nvtx
 except Exception:  # not installed (or no CUDA): spans are still timed and traced
@@ -46,7 +48,7 @@ class Tracer:
 
     def write_chrome_trace(self, path: str | Path, metadata: dict | None = None) -> None:
         trace = {"traceEvents": self.events(), "displayTimeUnit": "ms", "otherData": metadata or {}}
-        Path(path).write_text(json.dumps(trace), encoding="utf-8")
+        atomic_write_bytes(path, json.dumps(trace).encode("utf-8"))
 
 
 def summarize(times_s: list[float]) -> dict:

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from jflow.errors import InputError
+
+
+def _real(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and bool(np.isfinite(x))
+
 
 def check_sampling(temperature: float, top_p: float) -> None:
-    if not temperature >= 0:
-        raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if not _real(temperature) or temperature < 0:
+        raise InputError(f"temperature must be a finite number >= 0 (0 means greedy), got {temperature!r}")
+    if not _real(top_p) or not 0 < top_p <= 1:
+        raise InputError(f"top_p must be a number in (0, 1], got {top_p!r}")
 
 
 def choose_tokens(logits: np.ndarray, temperature: float = 0.0, top_p: float = 1.0,
@@ -25,8 +31,11 @@ def choose_tokens(logits: np.ndarray, temperature: float = 0.0, top_p: float = 1
         return logits.argmax(axis=-1).astype(np.int64)
     if rng is None:
         rng = np.random.default_rng()
-    scaled = logits.astype(np.float64) / temperature
-    probs = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
+    # Shift before scaling: logits / 1e-310 would overflow to inf and give NaN probabilities.
+    x = logits.astype(np.float64)
+    with np.errstate(over="ignore"):
+        scaled = (x - x.max(axis=-1, keepdims=True)) / temperature
+    probs = np.exp(scaled)
     probs /= probs.sum(axis=-1, keepdims=True)
     out = np.empty(logits.shape[0], dtype=np.int64)
     for row, p in enumerate(probs):

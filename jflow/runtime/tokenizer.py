@@ -11,6 +11,7 @@ from pathlib import Path
 from tokenizers import AddedToken, Tokenizer
 
 from jflow.errors import ConfigError, InputError
+from jflow.fields import check_fields, flag
 from jflow.runtime.processor_config import ProcessorSettings
 from jflow.runtime.prompts import generation_prompt, understanding_prompt
 
@@ -56,9 +57,10 @@ class JanusFlowTokenizer:
             raise ConfigError(f"{path} could not be read as a tokenizer ({exc})") from exc
         config = _read_json(folder / TOKENIZER_CONFIG_FILE)
         special = _read_json(folder / SPECIAL_TOKENS_FILE)
-        bos = _token_text(config.get("bos_token") or special.get("bos_token")) or DEFAULT_BOS
-        eos = _token_text(config.get("eos_token") or special.get("eos_token")) or DEFAULT_EOS
-        add_bos = bool(config.get("add_bos_token", True))
+        check_fields(config, {"add_bos_token": flag}, folder / TOKENIZER_CONFIG_FILE)
+        bos = _token_text(config, special, "bos_token", folder) or DEFAULT_BOS
+        eos = _token_text(config, special, "eos_token", folder) or DEFAULT_EOS
+        add_bos = config.get("add_bos_token", True)
         return cls(tokenizer, settings or ProcessorSettings.from_dir(folder), bos, eos, add_bos)
 
     @property
@@ -118,39 +120,67 @@ def _read_json(path: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path} is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object, found {type(data).__name__}")
+    return data
 
 
-def _token_text(value) -> str | None:
-    if isinstance(value, dict):
-        return value.get("content")
-    return value
+def _token_text(config: dict, special: dict, key: str, folder: Path) -> str | None:
+    """A token as tokenizer_config.json (or else special_tokens_map.json) gives it: a str or {"content": str}."""
+    file = TOKENIZER_CONFIG_FILE if config.get(key) else SPECIAL_TOKENS_FILE
+    value = config.get(key) or special.get(key)
+    text = value.get("content") if isinstance(value, dict) else value
+    if value is not None and not isinstance(text, str):
+        raise ConfigError(f"{folder / file}: {key} must be a string or {{\"content\": string}}, got {value!r}")
+    return text
 
 
 class TextStream:
     """Turns tokens arriving one by one into text pieces, holding back a split multi-byte character.
 
     Byte-level BPE tokens can end in the middle of a UTF-8 character; decoding then ends in U+FFFD.
-    Such a piece is held until the tokens that complete the character arrive.
+    Such a piece is held until the tokens that complete the character arrive. The pieces joined are
+    exactly `decode(all ids)`.
+
+    Work per token is bounded: only the ids not yet emitted are decoded, behind a context of the last
+    LOOKBACK emitted ids (a few more if needed to start on a whole character). The context keeps the
+    new tokens' leading spaces (some decoders strip the first token's), and since emitted text ends on
+    a whole character, what the new ids decode to does not depend on anything before it.
     """
+
+    LOOKBACK = 4
 
     def __init__(self, tokenizer: JanusFlowTokenizer):
         self.tokenizer = tokenizer
-        self.ids: list[int] = []
-        self.emitted = ""
+        self.window: list[int] = []  # context ids (already emitted) + pending ids
+        self.context_text = ""       # what the context ids decode to on their own
 
     def push(self, token_id: int) -> str:
-        self.ids.append(int(token_id))
-        text = self.tokenizer.decode(self.ids)
-        if text.endswith("\ufffd") or not text.startswith(self.emitted):
-            return ""
-        piece, self.emitted = text[len(self.emitted):], text
+        self.window.append(int(token_id))
+        text = self.tokenizer.decode(self.window)
+        if text.endswith("\ufffd") or not text.startswith(self.context_text):
+            return ""  # a character is still incomplete
+        piece = text[len(self.context_text):]
+        self._keep_context()
         return piece
 
     def flush(self) -> str:
         """Whatever is still held back (an incomplete character at the very end)."""
-        text = self.tokenizer.decode(self.ids)
-        piece, self.emitted = text[len(self.emitted):], text
+        text = self.tokenizer.decode(self.window)
+        piece = text[len(self.context_text):]
+        self.window, self.context_text = [], ""
         return piece
+
+    def _keep_context(self) -> None:
+        """Drop all but the last LOOKBACK ids, moving the start back (up to 4 ids, the longest UTF-8
+        character) until the context decodes without a broken first character."""
+        last = len(self.window) - self.LOOKBACK
+        for start in range(max(last, 0), max(last - 4, 0) - 1, -1):
+            text = self.tokenizer.decode(self.window[start:])
+            if not text.startswith("\ufffd"):
+                self.window, self.context_text = self.window[start:], text
+                return
+        self.context_text = self.tokenizer.decode(self.window)  # garbage bytes just before: keep them all

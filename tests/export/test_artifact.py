@@ -205,6 +205,52 @@ def test_interrupted_export_leaves_nothing(tiny_ref, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # neither the artifact nor its temporary folder
 
 
+def _fake_write(ref, root, *args):
+    (root / "manifest.json").write_text("{}")  # stands for the slow export
+
+
+def test_export_removes_only_abandoned_partials_of_its_target(tiny_ref, tmp_path, monkeypatch, leftover_partial):
+    import jflow.export.artifact as artifact_module
+    monkeypatch.setattr(artifact_module, "_write", _fake_write)
+    stale = leftover_partial(tmp_path, "art", "killed")
+    kept = [leftover_partial(tmp_path, "art", "unmarked", owner="none"), leftover_partial(tmp_path, "other", "killed")]
+    export_artifact(tiny_ref, tmp_path / "art", limits=LIMITS, log=lambda _: None)
+    assert not stale.exists() and all(k.exists() for k in kept)
+    assert sorted(p.name for p in (tmp_path / "art").iterdir()) == ["manifest.json"]
+
+
+def test_export_never_replaces_a_target_that_appeared_meanwhile(tiny_ref, tmp_path, monkeypatch):
+    import jflow.export.artifact as artifact_module
+    out = tmp_path / "art"
+
+    def racing(ref, root, *args):
+        (root / "manifest.json").write_text("second")
+        out.mkdir()  # a concurrent export to the same --out finished first
+        (out / "manifest.json").write_text("first")
+    monkeypatch.setattr(artifact_module, "_write", racing)
+    with pytest.raises(InputError, match="appeared while"):
+        export_artifact(tiny_ref, out, limits=LIMITS, log=lambda _: None)
+    assert (out / "manifest.json").read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["art"]  # no temporary folder left
+    monkeypatch.setattr(artifact_module, "_write", _fake_write)
+    export_artifact(tiny_ref, out, limits=LIMITS, force=True, log=lambda _: None)  # --force replaces
+    assert (out / "manifest.json").read_text() == "{}" and [p.name for p in tmp_path.iterdir()] == ["art"]
+
+
+def test_a_failed_write_during_export_is_one_error_and_leaves_nothing(tiny_ref, tmp_path, monkeypatch):
+    import errno
+
+    import jflow.export.artifact as artifact_module
+
+    def disk_full(ref, root, *args):
+        (root / "onnx").mkdir()
+        raise OSError(errno.ENOSPC, "No space left on device", str(root / "onnx" / "llm.onnx.data"))
+    monkeypatch.setattr(artifact_module, "_write", disk_full)
+    with pytest.raises(InputError, match=r"writing .*art failed: .*No space left on device.*nothing was published"):
+        export_artifact(tiny_ref, tmp_path / "art", limits=LIMITS, log=lambda _: None)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_verify_runs_without_torch(artifact, tmp_path):
     # What a device runs: the CLI's verify with torch, transformers and diffusers impossible to import.
     import subprocess

@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from jflow.errors import CheckpointError, ConfigError, JFlowError
 from jflow.modeling import build_tiny, load_janusflow, write_tiny_checkpoint
+from jflow.modeling.checkpoint import save_checkpoint
 
 
 def _same_weights(a, b):
@@ -180,3 +181,38 @@ def test_missing_vae_is_explained(tmp_path, tiny_dir):
 
 def test_errors_are_jflow_errors():
     assert issubclass(CheckpointError, JFlowError) and issubclass(ConfigError, JFlowError)
+
+
+def test_save_never_replaces_a_checkpoint_that_appeared_meanwhile(tmp_path, tiny_ref, monkeypatch):
+    import jflow.modeling.checkpoint as checkpoint_module
+    out = tmp_path / "ckpt"
+
+    def racing(reference, folder, dtype, shard_bytes):
+        (folder / "config.json").write_text("second")
+        out.mkdir()  # `jflow-export tiny` to the same folder, finished first
+        (out / "config.json").write_text("first")
+    monkeypatch.setattr(checkpoint_module, "_write_checkpoint", racing)
+    with pytest.raises(JFlowError, match="appeared while"):
+        save_checkpoint(tiny_ref, out)
+    assert (out / "config.json").read_text() == "first" and [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+
+
+def test_killed_tiny_leaves_a_partial_that_the_next_one_removes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    out = tmp_path / "tiny"
+    proc = subprocess.Popen([sys.executable, "-m", "jflow.cli", "tiny", str(out)])
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith(".tiny.") and any(p.iterdir()) for p in tmp_path.iterdir()) \
+            and time.monotonic() < deadline:  # its temporary folder has begun to fill
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)  # as the OOM killer or `kill -9` would, mid-write
+    proc.wait()
+    if out.exists():
+        pytest.skip("the writer finished before it could be killed")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tiny.")]  # the leftover
+    save_checkpoint(build_tiny(seed=0, with_vae=False), out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]

@@ -67,6 +67,9 @@ def test_progress_callback(tiny_ref):
     (dict(steps=2.5), "steps must be"),
     (dict(cfg_weight=-1.0), "cfg weight must be"),
     (dict(noise=np.zeros((2, 4, 48, 48), np.float32)), "noise must be"),
+    (dict(cfg_weight=1e300), "cfg weight must be a number from 0 to 100"),
+    (dict(noise=np.full((1, 4, 48, 48), np.nan, np.float32)), "non-finite"),
+    (dict(seed=-1), "seed must be"),
 ])
 def test_bad_generation_arguments(tiny_ref, kwargs, message):
     with pytest.raises(InputError, match=message):
@@ -76,3 +79,9 @@ def test_bad_generation_arguments(tiny_ref, kwargs, message):
 def test_empty_prompt(tiny_ref):
     with pytest.raises(InputError, match="prompt is empty"):
         tiny_ref.generate("   ", steps=1)
+
+
+@pytest.mark.parametrize("prompt, message", [(123, "got int"), (b"abc", "got bytes"), (["a", None], r"prompt\[1\]")])
+def test_prompt_of_the_wrong_type(tiny_ref, prompt, message):
+    with pytest.raises(InputError, match=message):
+        tiny_ref.generate(prompt, steps=1)

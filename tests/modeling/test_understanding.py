@@ -85,12 +85,23 @@ def test_answer_text_is_decoded_tokens(tiny_ref, photo):
 
 @pytest.mark.parametrize("kwargs, error, message", [
     (dict(max_new_tokens=0), InputError, "max_new_tokens"),
-    (dict(temperature=-0.5), ValueError, "temperature"),
-    (dict(top_p=0.0), ValueError, "top_p"),
+    (dict(temperature=-0.5), InputError, "temperature"),
+    (dict(top_p=0.0), InputError, "top_p"),
+    (dict(temperature="hot"), InputError, "temperature"),
 ])
 def test_bad_answer_arguments(tiny_ref, photo, kwargs, error, message):
     with pytest.raises(error, match=message):
         tiny_ref.answer(photo, QUESTION, **kwargs)
+
+
+@pytest.mark.parametrize("image, question, message", [
+    ("photo", None, "questions must be a str or a list of str, got NoneType"),
+    ("photo", b"what?", "got bytes"),
+    (None, QUESTION, "image must be a file path, PIL image or HxWxC array, got NoneType"),
+])
+def test_arguments_of_the_wrong_type(tiny_ref, photo, image, question, message):
+    with pytest.raises(InputError, match=message):
+        tiny_ref.answer(photo if image == "photo" else image, question, max_new_tokens=2)
 
 
 def test_image_count_must_match(tiny_ref, photo):

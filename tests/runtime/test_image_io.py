@@ -1,14 +1,21 @@
 """jflow.runtime.image_io: spec §6.1 preprocessing (resize, centred pad, normalise) and §5.10 uint8 output."""
 
+import struct
+import zlib
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from jflow.errors import InputError
-from jflow.runtime.image_io import load_image, preprocess_images, to_uint8
+from jflow.runtime.image_io import MAX_IMAGE_PIXELS, load_image, preprocess_images, to_uint8
 from jflow.runtime.processor_config import ProcessorSettings
 
 SETTINGS = ProcessorSettings()
+# Peak RSS growth to load + preprocess a 10000x10000 RGB image (the README states them; measured 399 and
+# 10 MiB, 765 MiB each before): PIL holds RGB at 4 bytes a pixel (381 MiB); the JPEG decodes at 1/8 scale.
+PNG_10K_BOUND_MIB = 430
+JPEG_10K_BOUND_MIB = 40
 COLOUR = (200, 30, 60)
 PAD = (127, 127, 127)
 
@@ -113,3 +120,162 @@ def test_to_uint8_truncates_clips_and_is_channels_last():
     assert out[0, 0, 1].tolist() == [255, 255, 0]
     assert out[0, 1, 0].tolist() == [127, 0, 254]
     assert np.all(out[1] == 255)
+
+
+# --- size limit (issue 12, point 8) ----------------------------------------------------------------
+
+def _png_header_only(path, width, height, color_type=2):
+    """A PNG whose IHDR declares width x height, with one tiny (truncated) IDAT: PIL reads the size from it."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def _zero_png(path, width, height):
+    """A real, valid grey PNG of any size, written row by row (no width x height array in memory)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    packer, row, parts = zlib.compressobj(1), b"\0" * (width + 1), []
+    parts += [packer.compress(row) for _ in range(height)]
+    parts.append(packer.flush())
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_15000x15000_image_is_refused_with_the_limit(tmp_path):
+    path = _zero_png(tmp_path / "huge.png", 15000, 15000)  # 225 megapixels: PIL's bomb error before
+    with pytest.raises(InputError, match=r"huge.png is too large \(225.0 megapixels\); jflow reads images of at "
+                                         r"most 100 megapixels \(e.g. 10000x10000\): downscale it first"):
+        load_image(path)
+
+
+@pytest.mark.parametrize("width, height", [(10001, 10000), (12000, 9000), (100000, 1001), (2**31 - 1, 2**31 - 1)])
+def test_declared_sizes_over_the_limit_are_refused_before_decoding(tmp_path, width, height):
+    under_pils_limit = width * height < 179_000_000  # PIL refuses larger ones itself, without the sides
+    with pytest.raises(InputError, match=(f"big.png is too large: {width}x{height} " if under_pils_limit else
+                                          "big.png is too large ") + r"\(.* megapixels\).* at most 100 megapixels"):
+        load_image(_png_header_only(tmp_path / "big.png", width, height))
+
+
+def test_the_limit_is_100_megapixels():
+    assert MAX_IMAGE_PIXELS == 100_000_000 == 10000 * 10000
+
+
+MEASURE = """
+import resource, sys
+from jflow.runtime.image_io import preprocess_images
+from jflow.runtime.processor_config import ProcessorSettings
+settings = ProcessorSettings()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+pixels = preprocess_images([sys.argv[1]], settings)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(pixels.shape, (after - before) / 1024)
+"""
+
+MAKE_10K = """
+import sys
+import numpy as np
+from PIL import Image
+side = 10000
+x = np.arange(side, dtype=np.uint16)
+rgb = np.empty((side, side, 3), np.uint8)
+rgb[..., 0] = (x[None, :] % 256)
+rgb[..., 1] = (x[:, None] % 256)
+rgb[..., 2] = ((x[None, :] + x[:, None]) // 80 % 256)
+image = Image.fromarray(rgb)
+image.save(sys.argv[1] + "/big.png", compress_level=1)
+image.save(sys.argv[1] + "/big.jpg", quality=90)
+"""
+
+
+def test_10000x10000_png_and_jpeg_load_within_the_stated_memory(tmp_path):
+    import subprocess
+    import sys
+    subprocess.run([sys.executable, "-c", MAKE_10K, str(tmp_path)], check=True, timeout=300)
+    for name, bound in (("big.png", PNG_10K_BOUND_MIB), ("big.jpg", JPEG_10K_BOUND_MIB)):
+        out = subprocess.run([sys.executable, "-c", MEASURE, str(tmp_path / name)], capture_output=True, text=True,
+                             check=True, timeout=300)
+        shape, growth = out.stdout.rsplit(" ", 1)
+        assert shape == "(1, 3, 384, 384)"
+        assert float(growth) <= bound, f"{name}: peak RSS grew {float(growth):.0f} MiB > {bound} MiB"
+
+
+# --- high bit depth and other modes (issue 12, point 10) ------------------------------------------
+
+GRADIENT16 = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)  # 0 .. 65520
+
+
+def test_16_bit_png_is_scaled_not_saturated(tmp_path):
+    path = tmp_path / "g16.png"
+    Image.fromarray(GRADIENT16).save(path)
+    with Image.open(path) as check:
+        assert check.mode.startswith("I")  # really a 16-bit file
+    got = np.asarray(load_image(path))
+    assert got.shape == (64, 64, 3) and np.all(got == got[..., :1])
+    np.testing.assert_array_equal(got[..., 0], (GRADIENT16 >> 8).astype(np.uint8))
+    assert (got == 255).mean() < 0.01  # was 99.6% white
+
+
+def test_16_bit_rgb_png_is_scaled(tmp_path):
+    rgb16 = np.random.default_rng(0).integers(0, 65536, (8, 8, 3)).astype(">u2")
+    path = _raw_png(tmp_path / "rgb16.png", rgb16, bit_depth=16, color_type=2)
+    np.testing.assert_array_equal(np.asarray(load_image(path)), (rgb16 >> 8).astype(np.uint8))
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I;16L", "I"])
+def test_16_bit_modes_from_pil_and_files_scale_by_the_bit_depth(tmp_path, mode):
+    dtype = {"I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2", "I": "<i4"}[mode]
+    img = Image.frombytes(mode, (64, 64), GRADIENT16.astype(dtype).tobytes())
+    expected = (GRADIENT16 >> 8).astype(np.uint8)
+    np.testing.assert_array_equal(np.asarray(load_image(img))[..., 1], expected)
+    img.save(tmp_path / "x.tif")
+    np.testing.assert_array_equal(np.asarray(load_image(tmp_path / "x.tif"))[..., 2], expected)
+
+
+def test_16_bit_arrays_are_scaled():
+    rgb16 = np.random.default_rng(1).integers(0, 65536, (5, 6, 3)).astype(np.uint16)
+    np.testing.assert_array_equal(np.asarray(load_image(rgb16)), (rgb16 >> 8).astype(np.uint8))
+
+
+def test_float_images_are_read_as_0_to_1():
+    values = np.array([[0.0, 0.25, 0.5], [1.0, 2.0, -1.0]], np.float32)
+    got = np.asarray(load_image(Image.fromarray(values)))[..., 0]
+    np.testing.assert_array_equal(got, [[0, 64, 128], [255, 255, 0]])
+
+
+@pytest.mark.parametrize("mode, fmt", [("1", "PNG"), ("L", "PNG"), ("LA", "PNG"), ("P", "PNG"), ("PA", None),
+                                       ("RGBA", "PNG"), ("CMYK", "JPEG"), ("CMYK", "TIFF"), ("La", None),
+                                       ("RGBa", None), ("YCbCr", "JPEG"), ("HSV", None), ("LAB", None)])
+def test_other_modes_become_the_right_rgb(tmp_path, mode, fmt):
+    base = Image.new("RGB", (16, 12), (200, 30, 60))
+    base.paste((10, 240, 90), (0, 0, 8, 6))
+    img = base.convert("L").convert(mode) if mode in ("1", "L", "LA") else base.convert(mode)
+    if mode == "La":
+        img = base.convert("LA").convert("La")
+    if mode in ("P", "PA"):
+        img = base.convert("P", palette=Image.Palette.ADAPTIVE, colors=4).convert(mode)
+    expected = np.asarray(img.convert("LA").convert("RGB") if mode == "La" else img.convert("RGB"), np.int16)
+    tolerance = 0
+    if fmt is not None:
+        exact = {"quality": 100, "subsampling": 0} if fmt == "JPEG" else {}
+        img.save(tmp_path / f"x.{fmt.lower()}", format=fmt, **exact)
+        img = tmp_path / f"x.{fmt.lower()}"
+        tolerance = 8 if fmt == "JPEG" else 0
+    got = load_image(img)
+    assert got.mode == "RGB" and got.size == (16, 12)
+    assert np.abs(np.asarray(got, np.int16) - expected).max() <= tolerance
+
+
+def _raw_png(path, pixels, bit_depth, color_type):
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    height, width = pixels.shape[:2]
+    raw = b"".join(b"\0" + pixels[y].tobytes() for y in range(height))
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw))
+                     + chunk(b"IEND", b""))
+    return path

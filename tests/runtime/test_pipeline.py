@@ -116,6 +116,13 @@ def test_e2e_reference_cases_pass_through_the_runtime(pipe, tiny_artifact):
     (lambda p, img: p.answer("/nonexistent.png", QUESTION), "image file not found"),
     (lambda p, img: p.answer(img, ""), "question is empty"),
     (lambda p, img: p.answer(img, QUESTION, max_new_tokens=17), "1..16"),
+    (lambda p, img: p.generate(123, steps=1), "prompt must be a str or a list of str, got int"),
+    (lambda p, img: p.generate(b"abc", steps=1), "got bytes"),
+    (lambda p, img: p.generate(["a cat", 7], steps=1), r"prompt\[1\] must be a str"),
+    (lambda p, img: p.generate("a cat", steps=1, seed=-1), "seed must be"),
+    (lambda p, img: p.generate("a cat", steps=1, cfg_weight=1e300), "from 0 to 100"),
+    (lambda p, img: p.answer(img, None), "questions must be a str or a list of str, got NoneType"),
+    (lambda p, img: p.answer(None, QUESTION), "image must be a file path"),
 ])
 def test_bad_input_is_clear_and_pipeline_stays_usable(pipe, photo, call, message):
     with pytest.raises(InputError, match=message):
@@ -124,7 +131,7 @@ def test_bad_input_is_clear_and_pipeline_stays_usable(pipe, photo, call, message
 
 
 def test_negative_temperature_and_non_image(pipe, photo, tmp_path):
-    with pytest.raises(ValueError, match="temperature"):
+    with pytest.raises(InputError, match="temperature"):
         pipe.answer(photo, QUESTION, temperature=-1.0)
     (tmp_path / "notes.png").write_text("not a picture")
     with pytest.raises(InputError, match="not a readable image"):

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from jflow.errors import InputError
 from jflow.runtime.sampling import choose_tokens
 
 
@@ -41,10 +42,18 @@ def test_greedy_is_argmax():
 
 
 @pytest.mark.parametrize("temperature, top_p", [(-0.1, 1.0), (float("nan"), 1.0), (1.0, 0.0), (1.0, -0.5),
-                                                (1.0, 1.01), (1.0, float("nan")), (0.0, 2.0)])
+                                                (1.0, 1.01), (1.0, float("nan")), (0.0, 2.0), (float("inf"), 1.0),
+                                                ("hot", 1.0), (None, 1.0), (1.0, "all"), (True, 1.0)])
 def test_bad_settings_raise(temperature, top_p):
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError, match="temperature" if top_p == 1.0 else "top_p"):
         choose_tokens(np.zeros((1, 4), dtype=np.float32), temperature=temperature, top_p=top_p)
+
+
+@pytest.mark.parametrize("temperature", [1e-310, 1e-30])
+def test_tiny_temperature_is_greedy_not_nan(temperature):
+    # logits / 1e-310 overflow to inf (inf - inf = NaN probabilities); scaling after subtracting the max does not
+    logits = np.array([[3.0, 7.5, -2.0, 7.0]], np.float32)
+    assert choose_tokens(logits, temperature=temperature, rng=np.random.default_rng(0)).tolist() == [1]
 
 
 def test_tiny_top_p_only_draws_the_top_token():

@@ -1,13 +1,14 @@
 """jflow.runtime.prompts and jflow.runtime.tokenizer: spec §5.1-5.2 and §6.2-6.5."""
 
+import numpy as np
 import pytest
-from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from jflow.errors import InputError
 from jflow.modeling.tiny import TINY_PROCESSOR, build_tiny_tokenizer
 from jflow.runtime import prompts
 from jflow.runtime.processor_config import ProcessorSettings
-from jflow.runtime.tokenizer import DEFAULT_BOS, DEFAULT_EOS, PAD_TOKEN, JanusFlowTokenizer
+from jflow.runtime.tokenizer import DEFAULT_BOS, DEFAULT_EOS, PAD_TOKEN, JanusFlowTokenizer, TextStream
 
 GEN_TAG = "<｜begin▁of▁generation｜>"
 SYS = ("You are a helpful language and vision assistant. You are able to understand the visual content that the "
@@ -135,3 +136,71 @@ def test_save_then_from_dir_round_trips(tok, tmp_path):
     again.mkdir()
     loaded.save(again)
     assert (again / "tokenizer.json").read_text() == (tmp_path / "tokenizer.json").read_text()
+
+
+# --- TextStream: incremental, exact, bounded (issue 12, point 18) -------------------------------------
+
+STREAM_TEXTS = [
+    "a photo of a red cube on a wooden table",
+    "café ☕ naïve façade — “quotes” … ½ °C",
+    "中文字符测试，日本語のテキスト、한국어 텍스트",
+    "emoji 😀🎉👍🏽 family 👨‍👩‍👧‍👦 flags 🇫🇷🇯🇵 keycap 1️⃣",
+    "   leading spaces, double  spaces,\ttabs\nnew lines\n\n and trailing   ",
+    "combining: e\u0301 a\u0308 n\u0303; RTL: שלום مرحبا; math: ∑∫√∞ ≠ ≤",
+    "x" * 40 + " " + "🙂" * 30,
+]
+
+
+class CountingTokenizer:
+    """Wraps a tokenizer and records how many ids each decode call gets (the work per token)."""
+
+    def __init__(self, inner):
+        self.inner, self.lengths = inner, []
+
+    def decode(self, ids, skip_special_tokens=True):
+        self.lengths.append(len(ids))
+        return self.inner.decode(ids, skip_special_tokens=skip_special_tokens)
+
+
+def stream_all(tokenizer, ids):
+    stream = TextStream(tokenizer)
+    return [stream.push(i) for i in ids] + [stream.flush()]
+
+
+@pytest.mark.parametrize("text", STREAM_TEXTS)
+def test_stream_pieces_join_to_the_full_decode_and_never_split_a_character(tok, text):
+    ids = tok.tokenizer.encode(text, add_special_tokens=False).ids
+    assert len(ids) > len(text) // 2 or text.isascii()  # byte-level: many tokens end inside a character
+    pieces = stream_all(tok, ids)
+    assert "".join(pieces) == tok.decode(ids) == text
+    assert all("\ufffd" not in p for p in pieces)
+
+
+def test_stream_equals_the_full_decode_for_random_tokens_and_specials(tok):
+    rng = np.random.default_rng(3)
+    for _ in range(60):  # random ids: stray bytes and broken characters, BOS/EOS/pad mixed in
+        ids = rng.integers(0, tok.vocab_size, int(rng.integers(1, 200))).tolist()
+        assert "".join(stream_all(tok, ids)) == tok.decode(ids)
+
+
+def test_stream_with_a_sentencepiece_style_decoder():
+    # Metaspace strips the first token's leading space: a window must never start at a new token.
+    sp = Tokenizer(models.BPE(unk_token="<unk>"))
+    sp.pre_tokenizer = pre_tokenizers.Metaspace()
+    sp.decoder = decoders.Metaspace()
+    sp.train_from_iterator(["a red cube on a table", "the cat sat on the mat"] * 5,
+                           trainers.BpeTrainer(vocab_size=60, special_tokens=["<unk>"], show_progress=False))
+    text = "the red cat sat on a cube   on the mat"
+    ids = sp.encode(text).ids
+    wrapped = CountingTokenizer(sp)
+    assert "".join(stream_all(wrapped, ids)) == sp.decode(ids)
+
+
+def test_stream_work_per_token_is_bounded(tok):
+    ids = tok.tokenizer.encode(" ".join(STREAM_TEXTS) * 12, add_special_tokens=False).ids
+    assert len(ids) > 3000
+    counting = CountingTokenizer(tok)
+    pieces = stream_all(counting, ids)
+    assert "".join(pieces) == tok.decode(ids)
+    assert max(counting.lengths) <= 16  # was len(ids): the whole answer at every token
+    assert sum(counting.lengths) <= 12 * len(ids)

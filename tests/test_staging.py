@@ -1,0 +1,148 @@
+"""Folders written under a temporary name: a killed writer's leftovers are removed by the next run (only
+when provably abandoned), and publishing never silently replaces a folder that appeared meanwhile."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from jflow import fsutil, ownership
+from jflow.errors import OutputError
+
+
+def partials(folder, name):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(f".{name}."))
+
+
+def fake_partial(parent, name, suffix, **marker):
+    """A leftover .NAME.partial-SUFFIX folder; with `marker` fields, an owner marker too."""
+    folder = parent / f".{name}{fsutil.PARTIAL}{suffix}"
+    (folder / fsutil.CONTENT).mkdir(parents=True)
+    (folder / fsutil.CONTENT / "half.onnx").write_bytes(b"half")
+    if marker:
+        (folder / ownership.MARKER).write_text(json.dumps({**ownership.identity(), **marker}))
+    return folder
+
+
+def dead_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_abandoned_is_proven_never_guessed(tmp_path):
+    assert ownership.is_abandoned(fake_partial(tmp_path, "a", "dead", pid=dead_pid()))
+    assert not ownership.is_abandoned(fake_partial(tmp_path, "a", "nomarker"))
+    assert not ownership.is_abandoned(fake_partial(tmp_path, "a", "live"))  # this very process
+    assert not ownership.is_abandoned(fake_partial(tmp_path, "a", "otherhost", pid=dead_pid(),
+                                                   host=socket.gethostname() + "-elsewhere"))
+    garbled = fake_partial(tmp_path, "a", "garbled")
+    (garbled / ownership.MARKER).write_text("{not json")
+    assert not ownership.is_abandoned(garbled)
+    if ownership.identity()["start"] is not None:  # Linux: a reused pid (same number, other start time)
+        assert ownership.is_abandoned(fake_partial(tmp_path, "a", "reused", start=1))
+    if ownership.identity()["boot_id"] is not None:
+        assert ownership.is_abandoned(fake_partial(tmp_path, "a", "reboot", boot_id="an-earlier-boot"))
+
+
+def test_next_run_removes_only_abandoned_partials_of_that_name(tmp_path):
+    stale = fake_partial(tmp_path, "art", "dead", pid=dead_pid())
+    kept = [fake_partial(tmp_path, "art", "nomarker"), fake_partial(tmp_path, "art", "live"),
+            fake_partial(tmp_path, "other", "dead", pid=dead_pid())]
+    with fsutil.staged_dir(tmp_path / "art") as folder:
+        (folder / "model.onnx").write_bytes(b"whole")
+    assert not stale.exists() and all(k.exists() for k in kept)
+    assert (tmp_path / "art" / "model.onnx").read_bytes() == b"whole"
+    assert not (tmp_path / "art" / ownership.MARKER).exists()  # the marker is never published
+
+
+WRITER = """
+import sys, time
+from jflow.fsutil import staged_dir
+with staged_dir(sys.argv[1]) as folder:
+    (folder / "graph.onnx").write_bytes(b"half")
+    print("writing", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_killed_writer_leaves_a_partial_that_the_next_run_removes(tmp_path):
+    out = tmp_path / "art"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(out)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(partials(tmp_path, "art")) == 1 and not out.exists()
+    with fsutil.staged_dir(out) as folder:
+        (folder / "graph.onnx").write_bytes(b"whole")
+    assert partials(tmp_path, "art") == [] and (out / "graph.onnx").read_bytes() == b"whole"
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["renameat2", "fallback"])
+def test_publishing_refuses_a_target_that_appeared_meanwhile(tmp_path, monkeypatch, native):
+    if not native:
+        monkeypatch.setattr(fsutil, "_renameat2", lambda: None)
+    out = tmp_path / "art"
+    with pytest.raises(OutputError, match="appeared while"):
+        with fsutil.staged_dir(out) as folder:
+            (folder / "mine").write_text("second")
+            out.mkdir()  # another export finished first
+            (out / "theirs").write_text("first")
+    assert sorted(p.name for p in out.iterdir()) == ["theirs"] and partials(tmp_path, "art") == []
+    with fsutil.staged_dir(out, replace=True) as folder:  # --force still replaces
+        (folder / "mine").write_text("forced")
+    assert sorted(p.name for p in out.iterdir()) == ["mine"] and partials(tmp_path, "art") == []
+
+
+def test_fallback_also_refuses_an_empty_target_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(fsutil, "_renameat2", lambda: None)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()  # a plain rename would silently replace an empty folder
+    with pytest.raises(FileExistsError):
+        fsutil.rename_noreplace(src, dst)
+    assert src.is_dir()
+
+
+def test_rename_noreplace_of_a_file(tmp_path):
+    (tmp_path / "a").write_text("a")
+    (tmp_path / "b").write_text("b")
+    with pytest.raises(FileExistsError):
+        fsutil.rename_noreplace(tmp_path / "a", tmp_path / "b")
+    fsutil.rename_noreplace(tmp_path / "a", tmp_path / "c")
+    assert (tmp_path / "b").read_text() == "b" and (tmp_path / "c").read_text() == "a"
+
+
+SCRATCH_WRITER = """
+import sys, time
+from jflow.fsutil import scratch_dir
+with scratch_dir(sys.argv[1]) as scratch:
+    (scratch / "llm.onnx.data").write_bytes(b"big")
+    print("writing", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_killed_ort_build_leaves_a_scratch_folder_that_the_next_one_removes(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", SCRATCH_WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(list(tmp_path.iterdir())) == 1
+    unmarked = tmp_path / f"{fsutil.SCRATCH}someone-elses"
+    unmarked.mkdir()
+    with fsutil.scratch_dir(tmp_path) as scratch:
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([scratch.name, unmarked.name])
+    assert [p.name for p in tmp_path.iterdir()] == [unmarked.name]
+
+
+def test_a_dotdot_target_names_the_folder_it_is(tmp_path):
+    (tmp_path / "art").mkdir()
+    with pytest.raises(OutputError, match="already exists"):
+        fsutil.check_new_dir(tmp_path / "art" / "x" / "..")
+    assert not (tmp_path / "art" / "x").exists()
