@@ -193,9 +193,9 @@ _runtime_options = _options(
                                          "else onnxruntime (with its GPU provider when installed)."),
     click.option("--threads", default=None, type=click.IntRange(1), help="ONNX Runtime intra-op threads "
                                                                            "(default: one per core)."),
-    click.option("--spin/--no-spin", default=False, show_default=True,
-                 help="Let idle ONNX Runtime workers spin instead of sleeping (can cut latency when the cores are "
-                      "yours alone; slower when other processes compete for them)."),
+    click.option("--spin/--no-spin", default=True, show_default=True,
+                 help="ONNX Runtime workers spin between the kernels of a run (fastest when the cores are yours) "
+                      "or always sleep (--no-spin: better when other processes compete for the cores)."),
     click.option("--check-files", type=click.Choice(["stamp", "full"]), default="stamp", show_default=True,
                  help="stamp: re-hash only files changed since the last full check; full: hash every file."))
 

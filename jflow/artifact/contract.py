@@ -30,6 +30,12 @@ OPTIONAL_GRAPH_IO = {
                 ("hidden_states", "logits")),
 }
 GRAPH_NAMES = tuple(GRAPH_IO)
+# The rank of every tensor the runtime binds, and the axes whose sizes it reads (they must be numbers).
+RANKS = {"pixel_values": 4, "image_embeds": 3, "inputs_embeds": 3, "attention_mask": 2, "position_ids": 2,
+         "hidden_states": 3, "logits": 2, "z": 4, "t": 1, "step_embeds": 3, "t_emb": 2, "skip": 4, "dt": 1,
+         "cfg_weight": 1, "z_next": 4, "velocity": 4, "latent": 4, "image": 4, "seqlens_k": 1, "query_seqlens": 1,
+         "total_sequence_length": 0}
+SIZED_AXES = {"inputs_embeds": (2,), "hidden_states": (2,), "logits": (1,), "kv": (1, 3)}
 
 # Top-level keys and the JSON type each must hold.
 REQUIRED_KEYS: dict[str, type] = {
@@ -58,8 +64,11 @@ def safe_rel(rel: Any, what: str, source: str = "manifest.json") -> str:
     return rel
 
 
+MAX_SIZE = 2**31 - 1  # no axis, limit or token id of ours comes near it; a larger one is a broken manifest
+
+
 def _whole(value: Any, low: int = 1) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= MAX_SIZE
 
 
 def check_contract(data: dict, source: str) -> None:
@@ -135,8 +144,29 @@ def _check_graph(name: str, g: Any, source: str) -> None:
             lacking = [n for n in names if n not in have]
             if lacking:
                 raise ArtifactError(f"{where}.{side} lacks {', '.join(lacking)}, which the runtime binds; {REEXPORT}")
+        _check_shapes(name, g, where)
     if not isinstance(g.get("ranges", {}), dict):
         raise ArtifactError(f"{where}.ranges must be an object; {REEXPORT}")
+
+
+def _check_shapes(name: str, g: dict, where: str) -> None:
+    """Ranks and the sizes the runtime reads; for the LLM, one present_* per past_* of the same shape."""
+    tensors = {io["name"]: io for io in g["inputs"] + g["outputs"]}
+    kv = [n for n in tensors if n.startswith(("past_", "present_"))]
+    for tname, io in tensors.items():
+        key = "kv" if tname in kv else tname
+        rank = 4 if key == "kv" else RANKS.get(tname)
+        shape = io["shape"]
+        if rank is not None and len(shape) != rank:
+            raise ArtifactError(f"{where}: {tname} has shape {shape}, but it has {rank} axes; {REEXPORT}")
+        unsized = [i for i in SIZED_AXES.get(key, ()) if not _whole(shape[i])]
+        if unsized:
+            raise ArtifactError(f"{where}: {tname} needs fixed sizes on axes {unsized}, got {shape}; {REEXPORT}")
+    past = sorted(n[len("past_"):] for n in kv if n.startswith("past_"))
+    present = sorted(n[len("present_"):] for n in kv if n.startswith("present_"))
+    if name in ("llm", "llm_ort") and (not past or past != present):
+        raise ArtifactError(f"{where}: the KV cache needs one present_* output per past_* input, got "
+                            f"{len(past)} past and {len(present)} present; {REEXPORT}")
 
 
 def _check_reference(ref: dict, source: str) -> None:

@@ -51,6 +51,19 @@ def _links_under(root: Path, rel: str) -> str | None:
     return None
 
 
+def member_dir(root: str | Path, rel: str) -> Path:
+    """root/rel as a folder that writers may fill: refused when it, or anything on the way to it, is a
+    symbolic link (a build would write outside the artifact). Created when missing."""
+    root = Path(root)
+    link = _links_under(root, safe_rel(rel, "output folder"))
+    if link is not None:
+        raise ArtifactError(f"{root}: {link} is a symbolic link; an artifact is a plain folder, so nothing is "
+                            f"written through it. Remove the link (and copy real files in) before building")
+    folder = root / rel
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def _members(root: Path):
     """(relative path, path) of every file under `root` but manifest.json and hidden entries (the temporary
     files and folders of writes in progress or killed); a symbolic link anywhere is refused."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from jflow.artifact.engines import EngineIdentity, EngineKey
-from jflow.artifact.manifest import Manifest, update_manifest
+from jflow.artifact.manifest import Manifest, member_dir, update_manifest
 from jflow.engines import cache
 from jflow.engines.ort_target import build_ort_target
 from jflow.engines.profiles import profiles_for_manifest
@@ -70,7 +70,7 @@ def _build_tensorrt(out, data, graphs, status, workspace_mib, opt_level, timing_
     identity = status.identity
     # Engines of another TensorRT or GPU are dropped from the section (their plans could not load here).
     entries = dict(previous.get("graphs", {})) if EngineIdentity.from_section(previous) == identity else {}
-    timing_cache = timing_cache or out / "engines" / "timing.cache"
+    timing_cache = timing_cache or member_dir(out, "engines") / "timing.cache"
     for name in graphs:
         key = EngineKey.for_graph(data, name, profiles[name], identity)
         started = time.perf_counter()

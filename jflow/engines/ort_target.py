@@ -11,7 +11,9 @@ from typing import Callable
 
 import onnxruntime as ort
 
+from jflow.artifact.manifest import member_dir
 from jflow.fsutil import scratch_dir
+from jflow.runtime.backends import graph_error
 
 FOLDER = "ort"
 
@@ -19,6 +21,7 @@ FOLDER = "ort"
 def optimize_graph(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     data = f"{target.name}.data"
+    name = source.stem
     # ORT writes both files by name: into a private folder first, then each is renamed into place
     # (the weights before the graph that names them).
     with scratch_dir(target.parent) as scratch:
@@ -28,7 +31,10 @@ def optimize_graph(source: Path, target: Path) -> None:
         # Weights go to one external file next to the graph (the LLM is over protobuf's 2 GB limit).
         options.add_session_config_entry("session.optimized_model_external_initializers_file_name", data)
         options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
-        ort.InferenceSession(str(source), sess_options=options, providers=["CPUExecutionProvider"])
+        try:
+            ort.InferenceSession(str(source), sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime's own exception types
+            raise graph_error(name, f"onnxruntime refused to optimize {source.name}", exc) from None
         if (scratch / data).exists():
             os.replace(scratch / data, target.parent / data)
         os.replace(scratch / target.name, target)
@@ -37,6 +43,7 @@ def optimize_graph(source: Path, target: Path) -> None:
 def build_ort_target(root: Path, manifest_data: dict, graphs: list[str], log: Callable[[str], None]) -> dict:
     """Optimize `graphs`; returns the manifest's engines.onnxruntime section."""
     built = {}
+    member_dir(root, FOLDER)  # never through a link out of the artifact
     for name in graphs:
         started = time.perf_counter()
         rel = f"{FOLDER}/{name}.onnx"

@@ -32,6 +32,9 @@ class GraphRunner(Protocol):
 
     def activate(self) -> None: ...
     def infer(self, feeds: Mapping[str, Any], outputs: Outputs = None) -> dict[str, Any]: ...
+    # A loop whose buffers never move binds them once and re-runs: prepare(feeds, outputs) then run(prepared).
+    def prepare(self, feeds: Mapping[str, Any], outputs: Mapping[str, Any]) -> Any: ...
+    def run(self, prepared: Any) -> None: ...
     def deactivate(self) -> None: ...
 
 
@@ -71,11 +74,11 @@ def check_io(name: str, entry: dict, inputs: dict[str, str], outputs: dict[str, 
 
 
 def make_backend(backend: str = "auto", providers: list[str] | None = None, threads: int | None = None,
-                 engines: dict | None = None, spin: bool = False) -> Backend:
+                 engines: dict | None = None, spin: bool = True) -> Backend:
     """'auto' picks TensorRT when the artifact has engines and TensorRT is installed, else ONNX Runtime (with
     its GPU providers when installed, else the CPU). `engines` is the manifest's engines section.
-    threads / spin: ONNX Runtime's intra-op threads per session, and whether idle workers spin instead of
-    sleeping (off by default: our loops alternate between sessions, see ort_backend)."""
+    threads / spin: ONNX Runtime's intra-op threads per session, and whether its workers spin during a run
+    (they stop when it ends; spin=False: they always sleep, for cores shared with other processes)."""
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     section = (engines or {}).get("tensorrt")

@@ -50,10 +50,23 @@ class OrtRunner:
     def infer(self, feeds: Mapping[str, Any], outputs: Outputs = None) -> dict[str, Any]:
         """Run on `feeds`; `outputs` maps names to pre-allocated handles (written in place) or lists the
         names to return in new handles (default: every output)."""
+        given = dict(outputs) if isinstance(outputs, Mapping) else {}
+        wanted = [] if isinstance(outputs, Mapping) else list(outputs or self.output_names)
+        prepared = self.prepare(feeds, given, wanted)
+        self.run(prepared)
+        results = dict(given)
+        if wanted:
+            values = prepared[0].get_outputs()[len(given):]  # bound after the given ones, in order
+            results.update((n, self.backend.adopt(v)) for n, v in zip(wanted, values))
+        return results
+
+    def prepare(self, feeds: Mapping[str, Any], outputs: Mapping[str, Any], allocate: Sequence[str] = ()):
+        """Bind `feeds` and the pre-allocated `outputs` once (and `allocate` for onnxruntime to make); `run`
+        reuses the binding, so a loop whose buffers never move binds nothing per step."""
         self.activate()
         b = self.backend
         binding = self.session.io_binding()
-        keep = []  # host arrays converted for this call must outlive the run
+        keep = []  # host arrays converted for this binding must outlive it
         for name, value in feeds.items():
             if name not in self.dtypes:
                 raise InputError(f"graph {self.name} has no input {name!r} (it takes {', '.join(self.dtypes)})")
@@ -63,27 +76,23 @@ class OrtRunner:
                 value = b.upload(value)
             keep.append(value)
             binding.bind_input(name, b.device, 0, *b.describe(value))
-        given = dict(outputs) if isinstance(outputs, Mapping) else {}
-        wanted = [] if isinstance(outputs, Mapping) else list(outputs or self.output_names)
-        for name, handle in given.items():
+        for name, handle in outputs.items():
             binding.bind_output(name, b.device, 0, *b.describe(handle))
-        for name in wanted:
+        for name in allocate:
             binding.bind_output(name, b.device)
+        return binding, keep
+
+    def run(self, prepared) -> None:
         try:
-            self.session.run_with_iobinding(binding)
+            self.session.run_with_iobinding(prepared[0])
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise graph_error(self.name, f"onnxruntime could not run it on {b.device}", exc) from None
-        results = dict(given)
-        if wanted:
-            values = binding.get_outputs()[len(given):]  # bound after the given ones, in order
-            results.update((n, b.adopt(v)) for n, v in zip(wanted, values))
-        return results
+            raise graph_error(self.name, f"onnxruntime could not run it on {self.backend.device}", exc) from None
 
 
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, providers: list[str] | None = None, threads: int | None = None, spin: bool = False):
+    def __init__(self, providers: list[str] | None = None, threads: int | None = None, spin: bool = True):
         import onnxruntime as ort
         self.ort = ort
         available = ort.get_available_providers()
@@ -103,12 +112,15 @@ class OnnxRuntimeBackend:
         options = self.ort.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = self.threads or 0
-        # Idle workers sleep unless spin=True. The loops alternate between sessions (gen_encoder -> llm ->
-        # gen_decoder), each with its own pool, and one session's spinning workers take the cores from the
-        # next: measured on 2 cores, an ODE step of the bench preset takes ~935 ms sleeping, 1000-1160 ms
-        # spinning, and spinning collapses when another process competes for the cores. (A process-wide
-        # shared pool is as fast, but forces every ORT session of the host app to use it.)
+        # spin: workers spin between the kernels of a run (a decode step is hundreds of small kernels) and
+        # stop when the run ends, because the loops alternate between sessions (gen_encoder -> llm ->
+        # gen_decoder), each with its own pool, and one session's spinning workers would take the cores
+        # from the next. Measured on 2 cores: SmolLM2 decode 15.2 ms/token (16.4 sleeping), a bench-preset
+        # ODE step ~935 ms (~1000 spinning on). spin=False: workers always sleep, for when other processes
+        # compete for the cores. (A process-wide shared pool is as fast, but forces every ORT session of
+        # the host app to use it.)
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         try:
             return self.ort.InferenceSession(str(path), sess_options=options, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own exception types

@@ -52,6 +52,16 @@ class _Traced:
         with tracer.span(f"graph.{self.name}"):
             return self.inner.infer(feeds, outputs)
 
+    def prepare(self, feeds, outputs):
+        return self.inner.prepare(feeds, outputs)
+
+    def run(self, prepared):
+        tracer = self.pipe.tracer
+        if tracer is None:
+            return self.inner.run(prepared)
+        with tracer.span(f"graph.{self.name}"):
+            return self.inner.run(prepared)
+
 
 class Pipeline:
     def __init__(self, manifest: Manifest, backend, tokenizer: JanusFlowTokenizer, processor: ProcessorSettings):
@@ -77,10 +87,10 @@ class Pipeline:
 
     @classmethod
     def load(cls, artifact: str | Path, backend: str = "auto", providers: list[str] | None = None,
-             threads: int | None = None, spin: bool = False, check_files: bool | str = True) -> "Pipeline":
+             threads: int | None = None, spin: bool = True, check_files: bool | str = True) -> "Pipeline":
         """Read and check the artifact (schema, contract, every file's sha256 or its verified stamp) and pick
-        a backend. threads/spin: ONNX Runtime's intra-op threads per session and whether idle workers spin
-        (off by default: faster for our loops, and robust when other processes share the cores)."""
+        a backend. threads/spin: ONNX Runtime's intra-op threads per session and whether its workers spin
+        during a run (spin=False: they always sleep, for cores shared with other processes)."""
         manifest = Manifest.load(artifact, check_files=check_files)
         processor = ProcessorSettings.from_dir(manifest.root)
         backend = make_backend(backend, providers, threads, manifest.data.get("engines"), spin)

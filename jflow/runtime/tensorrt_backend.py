@@ -53,6 +53,12 @@ class TrtRunner:
         self.context = self.engine = None
         self.scratch.clear()
 
+    def prepare(self, feeds: Mapping[str, Any], outputs: Mapping[str, Any]) -> Any:
+        return dict(feeds), dict(outputs)
+
+    def run(self, prepared) -> None:
+        self.infer(*prepared)  # setting a context's shapes and addresses is cheap: done on every run
+
     def infer(self, feeds: Mapping[str, Any], outputs: Outputs = None) -> dict[str, Any]:
         self.activate()
         b, ctx = self.backend, self.context

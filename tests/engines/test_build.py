@@ -115,3 +115,69 @@ def test_stale_engine_is_refused(artifact_copy):
     (artifact_copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(StaleEngineError, match="rebuild"):
         make_backend("tensorrt", engines=manifest["engines"])
+
+
+def test_build_never_writes_through_a_link_out_of_the_artifact(artifact_copy, tmp_path):
+    import os
+
+    from jflow.artifact.manifest import ArtifactError
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, artifact_copy / "ort")
+    with pytest.raises(ArtifactError, match="ort is a symbolic link"):
+        build(artifact_copy, target="onnxruntime", components=["siglip"], log=lambda _: None)
+    assert list(outside.iterdir()) == []  # nothing landed outside
+    os.unlink(artifact_copy / "ort")
+    (tmp_path / "secret.txt").write_text("not yours")
+    os.symlink(tmp_path / "secret.txt", artifact_copy / "extra.txt")  # a member linking outside
+    with pytest.raises(ArtifactError, match="extra.txt is a symbolic link"):
+        build(artifact_copy, target="onnxruntime", components=["siglip"], log=lambda _: None)
+    assert "extra.txt" not in json.loads((artifact_copy / "manifest.json").read_text())["files"]
+
+
+def test_a_graph_onnxruntime_refuses_is_one_line_naming_it(artifact_copy):
+    from jflow.artifact.manifest import update_manifest
+    (artifact_copy / "onnx" / "gen_encoder.onnx").write_bytes(b"\x08\x07garbage")
+    update_manifest(artifact_copy, {}, rehash=["onnx/gen_encoder.onnx"])
+    result = CliRunner().invoke(main, ["build", "--out", str(artifact_copy), "--target", "onnxruntime",
+                                       "--components", "gen_encoder"])
+    assert result.exit_code == 1 and "graph gen_encoder: onnxruntime refused to optimize" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.fixture
+def fake_tensorrt(monkeypatch):
+    """An importable `tensorrt` stand-in: the auto backend then believes TensorRT is installed."""
+    import sys
+    import types
+    module = types.ModuleType("tensorrt")
+    module.__version__ = "10.3.0"
+    monkeypatch.setitem(sys.modules, "tensorrt", module)
+    return module
+
+
+def test_auto_backend_falls_back_only_when_tensorrt_is_missing(fake_tensorrt, monkeypatch):
+    from jflow.artifact import engines
+    from jflow.artifact.engines import EngineIdentity, StaleEngineError
+    section = {"tensorrt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": "8.7", "graphs": {}}
+    monkeypatch.setattr(engines, "gpu_identity", lambda: (_ for _ in ()).throw(RuntimeError("no NVIDIA GPU found")))
+    with pytest.raises(Exception, match="no NVIDIA GPU found"):  # TensorRT here but unusable: said, not hidden
+        make_backend("auto", engines={"tensorrt": section})
+    monkeypatch.setattr(engines, "probe_identity", lambda: EngineIdentity("10.7.0", "Orin", "8.7"))
+    import jflow.runtime.tensorrt_backend as trt_backend
+    monkeypatch.setattr(trt_backend, "probe_identity", engines.probe_identity)
+    with pytest.raises(StaleEngineError, match="rebuild them here"):  # engines for another TensorRT
+        make_backend("auto", engines={"tensorrt": section})
+    monkeypatch.delitem(__import__("sys").modules, "tensorrt")
+    monkeypatch.setattr("builtins.__import__", _refusing("tensorrt"))
+    assert make_backend("auto", engines={"tensorrt": section}).name == "onnxruntime"  # not installed: fine
+
+
+def _refusing(blocked):
+    real = __builtins__["__import__"] if isinstance(__builtins__, dict) else __builtins__.__import__
+
+    def importer(name, *args, **kwargs):
+        if name == blocked:
+            raise ImportError(f"No module named {blocked!r}")
+        return real(name, *args, **kwargs)
+    return importer
