@@ -112,6 +112,31 @@ def onnx_command(model, out, precision, max_batch, max_context, max_new_tokens, 
     click.echo(f"wrote {out} in {time.perf_counter() - started:.1f}s; check it with: jflow-export verify {out}")
 
 
+@main.command("quantize")
+@click.argument("src", type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="Quantized artifact folder to create.")
+@click.option("--precision", type=click.Choice(["int8", "int4"]), required=True,
+              help="int8: W8A8 QDQ on every compute graph; int4: LLM weights int4 (blocks), the rest int8.")
+@click.option("--calib", default=None, type=click.Path(),
+              help="Folder of your own photographs (default: scikit-image's, `pip install jflow[calib]`).")
+@click.option("--samples", default=8, show_default=True, type=click.IntRange(1),
+              help="Prompts (each a 30-step generation) and questions (each with a photograph) to calibrate on.")
+@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
+              show_default=True, help="How activation ranges are calibrated.")
+@click.option("--block-size", default=32, show_default=True, type=click.IntRange(16),
+              help="int4: weights per quantization block along the input dimension.")
+@click.option("--steps", default=30, show_default=True, type=click.IntRange(1),
+              help="ODE steps of each calibration generation (samples are spread over all of them).")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def quantize_command(src, out, precision, calib, samples, method, block_size, steps, force):
+    """Quantize the fp32 artifact SRC into a new INT8 or INT4 artifact OUT, calibrated on this runtime's own
+    inputs (cached under ~/.cache/jflow/calibration)."""
+    from jflow.calibration.quantize import quantize_artifact
+    quantize_artifact(src, out, precision, calib=calib, samples=samples, method=method, block_size=block_size,
+                      steps=steps, force=force, log=lambda line: click.echo(line, err=True))
+    click.echo(f"wrote {out}; check it with: jflow-export verify {out}")
+
+
 @main.command("build")
 @click.option("--model", default=None, help="Checkpoint folder or 'tiny'; needed only when OUT holds no artifact yet.")
 @click.option("--out", required=True, type=click.Path(), help="Artifact folder (exported first if it has none).")

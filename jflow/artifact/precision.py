@@ -12,7 +12,9 @@ precision lives in the graph itself, and the fp32 islands are casts written in t
 
 from __future__ import annotations
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8", "int4")
+EXPORTED = ("fp32", "fp16")   # what `jflow-export onnx` writes
+QUANTIZED = ("int8", "int4")  # what `jflow-export quantize` writes from an fp32 artifact
 FP32_GRAPHS = ("vae_decoder",)  # in every artifact
 
 POLICY = (
@@ -41,7 +43,11 @@ def activation_dtype(graph: str, precision: str) -> str:
 #       long reductions (the 24-layer LLM, the VAE) while catching any real graph error.
 # fp16: one fp16 rounding is ~5e-4 relative; after 24 layers a few 1e-3 is normal; 2e-2 is the bound a
 #       correct fp16 build stays under (the fp32 islands of the policy keep it there).
+# int8 / int4: bounds measured on the real-weights checkpoint (benchmarks/quant_accuracy.py) with margin;
+#       a graph or step that quantizes badly (a wrong scale, a quantized norm) lands far outside them.
 TOLERANCES: dict[str, dict[str, float]] = {
     "fp32": {"rel_l2": 1e-4, "cosine": 0.99999},
     "fp16": {"rel_l2": 2e-2, "cosine": 0.999},
+    "int8": {"rel_l2": 1e-1, "cosine": 0.99},
+    "int4": {"rel_l2": 1.5e-1, "cosine": 0.98},
 }

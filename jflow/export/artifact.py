@@ -18,7 +18,7 @@ import torch
 
 from jflow.errors import InputError
 from jflow.artifact.manifest import write_manifest
-from jflow.artifact.precision import PRECISIONS, TOLERANCES, activation_dtype, policy_table
+from jflow.artifact.precision import EXPORTED, TOLERANCES, activation_dtype, policy_table
 from jflow.artifact.spec import Limits
 from jflow.export import gen_decoder, gen_encoder, llm, llm_ort, reference_io, siglip, vae_decoder
 from jflow.fsutil import staged_dir
@@ -42,8 +42,9 @@ def export_artifact(ref, out: str | Path, precision: str = "fp32", limits: Limit
                     log: Callable[[str], None] = print) -> Path:
     """Export every graph of `ref` (a JanusFlowReference with its VAE) into the artifact folder `out`."""
     out = Path(out)
-    if precision not in PRECISIONS:
-        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision not in EXPORTED:
+        raise InputError(f"precision must be one of {', '.join(EXPORTED)}, got {precision!r}; int8/int4 artifacts "
+                         "come from an fp32 one with `jflow-export quantize`")
     if ref.vae is None:
         raise InputError("the artifact needs the SDXL VAE: load the checkpoint with its vae/ folder")
     config = ref.model.config

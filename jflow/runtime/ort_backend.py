@@ -71,7 +71,7 @@ class OrtRunner:
             if name not in self.dtypes:
                 raise InputError(f"graph {self.name} has no input {name!r} (it takes {', '.join(self.dtypes)})")
             if isinstance(value, np.ndarray) and (value.dtype != self.dtypes[name] or not value.flags.c_contiguous):
-                value = np.ascontiguousarray(value, dtype=self.dtypes[name])
+                value = np.asarray(value, dtype=self.dtypes[name], order="C")  # 0-d stays 0-d
             if isinstance(value, np.ndarray) and b.device != "cpu":
                 value = b.upload(value)
             keep.append(value)
@@ -138,13 +138,13 @@ class OnnxRuntimeBackend:
         return CudaTensor(value, shape, dtype)
 
     def upload(self, array: np.ndarray, out: Any = None) -> Any:
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array, order="C")  # (ascontiguousarray would make a scalar 1-d)
         if out is None:
             out = self.empty(array.shape, array.dtype)
         if isinstance(out, np.ndarray):
             np.copyto(out, array.reshape(out.shape), casting="same_kind")
         elif out.shape == tuple(out.value.shape()):
-            out.value.update_inplace(np.ascontiguousarray(array, dtype=out.dtype).reshape(out.shape))
+            out.value.update_inplace(np.asarray(array, dtype=out.dtype, order="C").reshape(out.shape))
         else:
             raise NotImplementedError("jflow: uploading into a view of a CUDA buffer is not supported")
         return out

@@ -62,7 +62,7 @@ class TrtRunner:
     def infer(self, feeds: Mapping[str, Any], outputs: Outputs = None) -> dict[str, Any]:
         self.activate()
         b, ctx = self.backend, self.context
-        feeds = {n: b.upload(np.ascontiguousarray(v, self.dtypes[n])) if isinstance(v, np.ndarray) else v
+        feeds = {n: b.upload(np.asarray(v, self.dtypes[n], order="C")) if isinstance(v, np.ndarray) else v
                  for n, v in feeds.items()}
         index = select_profile(self.profiles, {n: tuple(v.shape) for n, v in feeds.items()})
         if index != self.profile:
@@ -117,7 +117,7 @@ class TensorRTBackend:
         return self.cuda.DeviceArray(shape=tuple(int(d) for d in shape), dtype=DataType.from_dtype(np.dtype(dtype)))
 
     def upload(self, array: np.ndarray, out: Any = None) -> Any:
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array, order="C")  # (ascontiguousarray would make a scalar 1-d)
         out = self.empty(array.shape, array.dtype) if out is None else out
         self.cuda.wrapper().memcpy(dst=out.ptr, src=array.ctypes.data, nbytes=array.nbytes,
                                    kind=self.cuda.MemcpyKind.HostToDevice, stream_ptr=self.stream.ptr)

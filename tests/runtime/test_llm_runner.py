@@ -188,3 +188,14 @@ def test_grouped_query_attention_and_tied_embeddings(gqa_tied, photo, form):
         from jflow.modeling.understanding import answer_tokens
         assert pipe.answer_tokens(photo, "what is this?", max_new_tokens=6) == \
             answer_tokens(ref, photo, "what is this?", max_new_tokens=6)
+
+
+def test_bound_tensors_keep_the_contract_shapes(pipe):
+    # total_sequence_length is a scalar in the contract: every phase must feed it as one.
+    llm = pipe.llm
+    cache = llm.new_cache(2, capacity=12)
+    llm.prefill(cache, [pipe.embed([1, 5, 6]), pipe.embed([1])], next_positions=[3, 3])
+    llm.step(cache, np.zeros((2, 4, llm.hidden_size), np.float32))
+    llm.decode_one(cache, pipe.embed([[7], [7]]))
+    for phase in (cache.phases[("step", 4)]["io"][0], cache.phases["decode"][0]):
+        assert phase["total_sequence_length"].shape == () and phase["seqlens_k"].shape == (2,)

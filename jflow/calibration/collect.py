@@ -1,0 +1,178 @@
+"""Calibration samples: the inputs our own runtime feeds each graph on real requests, written to disk.
+
+The fp32 artifact runs the calibration set through `Pipeline`, with a backend that records the feeds of
+chosen calls: for every prompt, the prompt prefill and ODE steps spread over the whole 30-step
+trajectory (t from noise to image); for every question, SigLIP, the prefill and a few decode
+positions. Both LLM forms are recorded (the ORT form on one pass, the portable form on a second), so
+each quantized graph is calibrated on its own inputs. A cache row holds only the tokens written before
+the call, so a sample keeps just those (the cache is re-padded when it is read back). Samples are
+seeded, written once per (artifact, set, settings) under the cache folder, and reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from jflow.calibration.data import CalibrationSet
+from jflow.fsutil import staged_dir
+
+DONE = "complete.json"
+
+
+class Recorder:
+    """Which calls of a request become samples (by their index within the request), and where they go."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.select = folder, lambda name, index: False
+        self.index: dict[str, int] = defaultdict(int)
+        self.count: dict[str, int] = defaultdict(int)
+
+    def begin(self, select: Callable[[str, int], bool]) -> None:
+        self.select, self.index = select, defaultdict(int)
+
+    def __call__(self, name: str, feeds: dict, download) -> None:
+        index = self.index[name]
+        self.index[name] += 1
+        if not self.select(name, index):
+            return
+        arrays = {k: np.array(v if isinstance(v, np.ndarray) else download(v)) for k, v in feeds.items()}  # 0-d stays 0-d
+        if name == "llm_ort":
+            arrays = compact_cache(arrays)
+        (self.folder / name).mkdir(parents=True, exist_ok=True)
+        np.savez(self.folder / name / f"{self.count[name]:05d}.npz", **arrays)
+        self.count[name] += 1
+
+
+def compact_cache(feeds: dict) -> dict:
+    """An llm_ort sample keeps only the cache slots written before the call (the rest is never read)."""
+    past = int((feeds["seqlens_k"].astype(np.int64) + 1 - feeds["query_seqlens"]).max())
+    return {k: (v[:, :, :past] if k.startswith("past_") else v) for k, v in feeds.items()}
+
+
+def expand_cache(feeds: dict) -> dict:
+    """The inverse of compact_cache: room for the call's new tokens after the kept ones (zeros beyond)."""
+    if "query_seqlens" not in feeds:
+        return feeds
+    capacity = int(feeds["total_sequence_length"]) + int(feeds["inputs_embeds"].shape[1])
+    out = dict(feeds)
+    for k, v in feeds.items():
+        if k.startswith("past_"):
+            full = np.zeros(v.shape[:2] + (capacity,) + v.shape[3:], v.dtype)
+            full[:, :, :v.shape[2]] = v
+            out[k] = full
+    return out
+
+
+class _RecordingRunner:
+    def __init__(self, inner, record, download):
+        self.inner, self.record, self.download, self.name = inner, record, download, inner.name
+
+    def activate(self):
+        self.inner.activate()
+
+    def deactivate(self):
+        self.inner.deactivate()
+
+    def infer(self, feeds, outputs=None):
+        self.record(self.name, feeds, self.download)
+        return self.inner.infer(feeds, outputs)
+
+    def prepare(self, feeds, outputs):
+        return self.inner.prepare(feeds, outputs), dict(feeds)
+
+    def run(self, prepared):
+        self.record(self.name, prepared[1], self.download)
+        return self.inner.run(prepared[0])
+
+
+class RecordingBackend:
+    """A backend whose runners hand every call's feeds to `record` before running it."""
+
+    def __init__(self, inner, record: Recorder):
+        self.inner, self.record = inner, record
+        self.name, self.device = inner.name, inner.device
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def runner(self, name, path, entry):
+        return _RecordingRunner(self.inner.runner(name, path, entry), self.record, self.inner.download)
+
+
+def trajectory_steps(steps: int, count: int = 6) -> set[int]:
+    """ODE steps to sample, spread over the whole t range (the first and the last included)."""
+    return set(np.linspace(0, steps - 1, min(count, steps)).round().astype(int).tolist())
+
+
+def collect_samples(artifact: Path, cset: CalibrationSet, cache: Path, steps: int = 30,
+                    decode_positions: tuple[int, ...] = (1, 8), log: Callable[[str], None] = print) -> Path:
+    """The folder of samples (one subfolder per graph, one npz per call); collected unless cached."""
+    from jflow.artifact.manifest import Manifest
+    manifest = Manifest.load(artifact, check_files=False)
+    key = hashlib.sha256(json.dumps([manifest.digest, cset.digest, steps, list(decode_positions), 1]).encode())
+    folder = cache / key.hexdigest()[:24]
+    if (folder / DONE).is_file():
+        log(f"calibration samples from the cache: {folder}")
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)  # an incomplete earlier collection
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with staged_dir(folder, replace=True) as tmp:
+        counts = _collect(artifact, cset, tmp, steps, decode_positions, log)
+        (tmp / DONE).write_text(json.dumps({"samples": counts, "set": cset.to_manifest(), "steps": steps,
+                                            "decode_positions": list(decode_positions)}, indent=1))
+    return folder
+
+
+def _collect(artifact, cset, folder, steps, positions, log) -> dict:
+    from jflow.runtime.llm_runner import llm_runner
+    from jflow.runtime.pipeline import Pipeline
+    recorder = Recorder(folder)
+    keep = trajectory_steps(steps)
+    with Pipeline.load(artifact, check_files=False) as pipe:
+        pipe.backend = RecordingBackend(pipe.backend, recorder)
+        forms = ["onnxruntime", "portable"] if "llm_ort" in pipe.manifest.graphs else ["portable"]
+        for form in forms:
+            pipe.llm = llm_runner(pipe.backend, pipe.manifest, form)
+            llm, others = pipe.llm.graph_name, form == forms[0]  # SigLIP and the UViT once, on the first pass
+            for i, prompt in enumerate(cset.prompts):
+                log(f"calibration ({llm}): generation {i + 1}/{len(cset.prompts)}, {steps} steps")
+
+                def gen(name, index):  # llm: 0 = prefill, i = step i-1; gen_*: index = step
+                    if name == llm:
+                        return index == 0 or index - 1 in keep
+                    return others and name in ("gen_encoder", "gen_decoder") and index in keep
+                recorder.begin(gen)
+                pipe.generate_latents(prompt, steps=steps, seed=i)
+            for i, (question, photo) in enumerate(zip(cset.questions, cset.photos)):
+                log(f"calibration ({llm}): question {i + 1}/{len(cset.questions)} about {photo.name}")
+                recorder.begin(lambda name, index: (name == llm and (index == 0 or index in positions))
+                               or (others and name == "siglip"))
+                for _ in pipe._decode([str(photo)], [question], max(positions) + 1, 0.0, 1.0, None):
+                    pass
+    return dict(recorder.count)
+
+
+class SampleReader:
+    """onnxruntime's CalibrationDataReader over one graph's sample files."""
+
+    def __init__(self, folder: Path, inputs: list[str]):
+        self.files = sorted(folder.glob("*.npz"))
+        self.inputs, self.position = inputs, 0
+
+    def get_next(self):
+        if self.position >= len(self.files):
+            return None
+        with np.load(self.files[self.position]) as z:
+            feeds = expand_cache({k: z[k] for k in z.files})
+        self.position += 1
+        return {k: feeds[k] for k in self.inputs}
+
+    def rewind(self) -> None:
+        self.position = 0

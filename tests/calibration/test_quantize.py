@@ -1,0 +1,159 @@
+"""`jflow-export quantize` on the tiny artifact: the precision of every graph in the manifest, QDQ where the
+policy wants it and nowhere else, TensorRT-compatible scales, verify, the runtime, MatMulNBits in ORT."""
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+from onnx import numpy_helper
+from PIL import Image
+
+from jflow.artifact.manifest import Manifest
+from jflow.calibration.quantize import quantize_artifact
+from jflow.cli import main
+from jflow.runtime.pipeline import Pipeline
+from jflow.runtime.verify import verify_artifact
+
+QUANTIZED_OPS = {"MatMul", "Gemm", "Conv"}
+FLOAT_ONLY_OPS = {"SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization", "LayerNormalization",
+                  "Softmax", "ReduceMean", "ReduceL2", "Sin", "Cos", "GroupQueryAttention"}
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(3)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (180 + 40 * i, 240, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def quantized(tiny_artifact, photos, tmp_path_factory):
+    root = tmp_path_factory.mktemp("quant")
+    out = {}
+    for precision in ("int8", "int4"):
+        out[precision] = quantize_artifact(tiny_artifact, root / precision, precision, calib=photos, samples=2,
+                                           steps=3, cache=root / "cache", log=lambda _: None)
+    return out
+
+
+def _graph(art, name):
+    return onnx.load(str(art / "onnx" / f"{name}.onnx"), load_external_data=True)
+
+
+def test_the_manifest_states_every_graphs_precision_and_the_provenance(quantized):
+    for precision, art in quantized.items():
+        m = Manifest.load(art)
+        expected = {"siglip": "int8", "gen_encoder": "int8", "gen_decoder": "int8", "vae_decoder": "fp32",
+                    "llm": precision, "llm_ort": precision}
+        assert m.precision == precision and {n: m.graph_precision(n) for n in m.graphs} == expected
+        q = m.data["quantization"]
+        assert q["from"]["precision"] == "fp32" and q["calibration_set"]["photos"] == ["p0.png", "p1.png"]
+        assert q["samples"]["llm_ort"] > 0 and q["samples"]["llm"] > 0 and q["int8"]["calibration"] == "minmax"
+        assert set(q["tools"]) == {"onnxruntime", "onnx"} and "SDXL VAE decoder (whole graph)" in q["kept_float"]
+        measured = set(expected) - {"llm_ort"} | {"e2e:generation", "e2e:understanding"}  # llm_ort: through e2e
+        assert m.data["tolerances"][precision]["rel_l2"] > 0 and set(q["measured"]) == measured
+
+
+@pytest.mark.parametrize("name", ["siglip", "llm", "llm_ort", "gen_encoder", "gen_decoder"])
+def test_int8_qdq_is_symmetric_and_only_on_matmuls_and_convs(quantized, name):
+    model = _graph(quantized["int8"], name)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    consumers = {}
+    for node in model.graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node.op_type)
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qdq, name
+    for node in qdq:
+        scale, zero = inits[node.input[1]], inits.get(node.input[2]) if len(node.input) > 2 else None
+        assert np.all(np.isfinite(scale)) and np.all(scale > 0), node.name
+        assert zero is None or (zero.dtype == np.int8 and not zero.any()), node.name  # TensorRT: symmetric
+        if node.op_type == "DequantizeLinear":  # dequantized values feed only the ops the policy quantizes
+            assert set(consumers.get(node.output[0], [])) <= QUANTIZED_OPS | {"Transpose"}, (node.name,
+                                                                                            consumers[node.output[0]])
+    assert not any(n.op_type in FLOAT_ONLY_OPS and n.name.endswith("_quant") for n in model.graph.node)
+
+
+def test_time_features_and_the_vae_stay_float(quantized):
+    enc = _graph(quantized["int8"], "gen_encoder")
+    quantized_inputs = {n.output[0] for n in enc.graph.node if n.op_type == "DequantizeLinear"}
+    time_gemms = [n for n in enc.graph.node if n.op_type == "Gemm" and "time_embed" in n.input[1]]
+    assert time_gemms and not any(set(n.input) & quantized_inputs for n in time_gemms)
+    vae = _graph(quantized["int8"], "vae_decoder")
+    assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in vae.graph.node)
+
+
+def test_int4_is_blocked_weight_only_and_becomes_matmulnbits_in_onnxruntime(quantized, tmp_path):
+    art = quantized["int4"]
+    for name in ("llm", "llm_ort"):
+        model = _graph(art, name)
+        assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 21
+        blocked = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"
+                   and any(a.name == "block_size" and a.i == 32 for a in n.attribute)}
+        matmuls = [n for n in model.graph.node if n.op_type == "MatMul"]
+        assert len([m for m in matmuls if m.input[1] in blocked]) == len(blocked) >= 7  # one per weight MatMul
+        assert not any(n.op_type == "QuantizeLinear" for n in model.graph.node)  # activations stay float
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(tmp_path / f"{name}.opt.onnx")
+        ort.InferenceSession(str(art / "onnx" / f"{name}.onnx"), options, providers=["CPUExecutionProvider"])
+        ops = [n.op_type for n in onnx.load(options.optimized_model_filepath, load_external_data=False).graph.node]
+        assert ops.count("MatMulNBits") >= 7 and "DequantizeLinear" not in ops, name
+
+
+def test_both_llm_forms_share_their_quantized_weights(quantized):
+    for art in quantized.values():
+        fused = onnx.load(str(art / "onnx" / "llm_ort.onnx"), load_external_data=False)
+        locations = {e.value for i in fused.graph.initializer for e in i.external_data if e.key == "location"}
+        weights = [i for i in fused.graph.initializer if i.name.endswith(("_quantized", "_DQ_Q4"))]
+        assert weights and all({e.value for e in w.external_data if e.key == "location"} == {"llm.onnx.data"}
+                               for w in weights if w.data_location == onnx.TensorProto.EXTERNAL)
+        assert "llm.onnx.data" in locations
+
+
+def test_verify_passes_and_catches_tampering(quantized, tmp_path):
+    for art in quantized.values():
+        assert verify_artifact(art).ok
+    copy = shutil.copytree(quantized["int8"], tmp_path / "tampered")
+    data = copy / "onnx" / "gen_decoder.onnx.data"
+    data.write_bytes(data.read_bytes()[:-16] + b"\x7f" * 16)
+    report = verify_artifact(copy)
+    assert not report.ok and "onnx/gen_decoder.onnx.data: altered" in report.error
+
+
+def test_generate_and_chat_run_on_quantized_artifacts(quantized, photo, tmp_path):
+    for precision, art in quantized.items():
+        with Pipeline.load(art) as pipe:
+            latents = pipe.generate_latents("a lighthouse", steps=2, seed=0)
+            assert latents.shape == (1, 4, 48, 48) and np.isfinite(latents).all()
+            assert len(pipe.answer_tokens(photo, "what is this?", max_new_tokens=3)[0]) >= 1
+        result = CliRunner().invoke(main, ["generate", str(art), "a cat", "-o", str(tmp_path / f"{precision}.png"),
+                                           "--steps", "1", "--seed", "0"])
+        assert result.exit_code == 0 and (tmp_path / f"{precision}.png").is_file(), result.output
+
+
+def test_bad_input_is_one_line_and_writes_nothing(tiny_artifact, quantized, photos, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        ([str(quantized["int8"]), "--precision", "int4"], "is a int8 artifact; quantize reads an fp32 one"),
+        ([str(tiny_artifact), "--precision", "int8", "--calib", str(empty)], "holds no images"),
+        ([str(tiny_artifact), "--precision", "int8", "--calib", str(tmp_path / "nope")], "not a folder of images"),
+        ([str(tiny_artifact), "--precision", "int8", "--samples", "0"], "Invalid value for '--samples'"),
+        ([str(tiny_artifact), "--precision", "int8", "--method", "magic"], "Invalid value for '--method'"),
+        ([str(tiny_artifact), "--precision", "int2"], "Invalid value for '--precision'"),
+        ([str(tmp_path / "missing"), "--precision", "int8"], "not a jflow artifact"),
+    ]
+    for args, message in cases:
+        result = CliRunner().invoke(main, ["quantize", *args, "--out", str(tmp_path / "out")])
+        assert result.exit_code == 1 and message in result.output, (args, result.output)
+        assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+    result = CliRunner().invoke(main, ["quantize", str(tiny_artifact), "--precision", "int8",
+                                       "--out", str(quantized["int4"])])
+    assert result.exit_code == 1 and "already exists" in result.output
+    assert json.loads((quantized["int4"] / "manifest.json").read_text())["precision"] == "int4"  # untouched
