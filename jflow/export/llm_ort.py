@@ -66,13 +66,24 @@ class _Emitter:
         self.shared, self.np_dtype, self.inline_limit = shared, np_dtype, inline_limit
         self.nodes: list = []
         self.inits: list = []
+        self.types: dict[str, int] = {}  # every intermediate tensor's element type (see value_infos)
         self.inlined_bytes = 0
 
-    def node(self, op: str, inputs: list[str], name: str, outputs: int | list[str] = 1, domain: str = "", **attrs):
+    def node(self, op: str, inputs: list[str], name: str, outputs: int | list[str] = 1, domain: str = "",
+             elem: int | None = None, **attrs):
         outs = outputs if isinstance(outputs, list) else [f"{name}/out{i}" if outputs > 1 else f"{name}/out"
                                                           for i in range(outputs)]
         self.nodes.append(helper.make_node(op, inputs, outs, name=name, domain=domain, **attrs))
+        for out in outs:
+            if out:
+                self.types[out] = elem or (TensorProto.FLOAT16 if self.np_dtype == np.float16 else TensorProto.FLOAT)
         return outs if len(outs) > 1 else outs[0]
+
+    def value_infos(self, declared: set[str]) -> list:
+        """Element types of the intermediate tensors. ONNX shape inference does not know the com.microsoft
+        ops, so without these a tool reading the graph (onnxruntime's calibrator) sees untyped tensors after
+        the first fused op, and quietly leaves them unquantized."""
+        return [helper.make_tensor_value_info(n, t, None) for n, t in self.types.items() if n not in declared]
 
     def const(self, name: str, array: np.ndarray) -> str:
         self.inits.append(numpy_helper.from_array(np.asarray(array), name))
@@ -179,11 +190,12 @@ def build_model(lm, config, limits: Limits, act: str, portable: Path,
                                    name, outputs=outputs, domain="com.microsoft", epsilon=eps)
 
     # Logits of each row's last new token: row b's token query_seqlens[b] - 1 (inputs are right-padded).
-    last_index = e.node("Sub", [e.node("Cast", ["query_seqlens"], "logits.index64", to=TensorProto.INT64),
-                                e.const("logits.one", np.array(1, np.int64))], "logits.index")
+    index = TensorProto.INT64
+    last_index = e.node("Sub", [e.node("Cast", ["query_seqlens"], "logits.index64", elem=index, to=index),
+                                e.const("logits.one", np.array(1, np.int64))], "logits.index", elem=index)
     last_hidden = e.node("GatherND", ["hidden_states", e.node("Unsqueeze", [last_index, e.const("logits.axis",
                                                                                                  np.array([-1]))],
-                                                              "logits.index2d")],
+                                                              "logits.index2d", elem=index)],
                          "logits.gather", batch_dims=1)
     head, transposed = e.weight("lm_head.weight", lm.lm_head.weight, transposed=False)
     e.node("Gemm", [last_hidden, head], "lm_head", outputs=["logits"], transB=0 if transposed else 1)
@@ -193,7 +205,8 @@ def build_model(lm, config, limits: Limits, act: str, portable: Path,
         return helper.make_tensor_value_info(t.name, elem, list(t.shape))
 
     graph = helper.make_graph(e.nodes, NAME, [value_info(t) for t in graph_spec.inputs],
-                              [value_info(t) for t in graph_spec.outputs], initializer=e.inits)
+                              [value_info(t) for t in graph_spec.outputs], initializer=e.inits,
+                              value_info=e.value_infos({t.name for t in graph_spec.inputs + graph_spec.outputs}))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
                                                     helper.make_opsetid("com.microsoft", MS_OPSET)],
                               producer_name="jflow")

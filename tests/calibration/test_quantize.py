@@ -80,6 +80,21 @@ def test_int8_qdq_is_symmetric_and_only_on_matmuls_and_convs(quantized, name):
     assert not any(n.op_type in FLOAT_ONLY_OPS and n.name.endswith("_quant") for n in model.graph.node)
 
 
+@pytest.mark.parametrize("name", ["siglip", "llm", "llm_ort", "gen_encoder", "gen_decoder"])
+def test_int8_is_w8a8_every_weight_gemm_reads_a_quantized_activation(quantized, name):
+    # Not silently weight-only: a calibrator that cannot see a tensor's type skips it without a word.
+    model = _graph(quantized["int8"], name)
+    produced = {o: n for n in model.graph.node for o in n.output}
+    time_only = {n.name for n in model.graph.node if n.op_type == "Gemm" and "time_embed" in n.input[1]}
+    gemms = [n for n in model.graph.node if n.op_type in QUANTIZED_OPS and n.name not in time_only
+             and produced.get(n.input[1]) is not None and produced[n.input[1]].op_type == "DequantizeLinear"]
+    assert gemms
+    for node in gemms:
+        source = produced.get(node.input[0])
+        assert source is not None and source.op_type == "DequantizeLinear", (name, node.name)
+        assert produced[source.input[0]].op_type == "QuantizeLinear", (name, node.name)
+
+
 def test_time_features_and_the_vae_stay_float(quantized):
     enc = _graph(quantized["int8"], "gen_encoder")
     quantized_inputs = {n.output[0] for n in enc.graph.node if n.op_type == "DequantizeLinear"}
