@@ -19,7 +19,7 @@ import numpy as np
 from jflow.artifact.contract import ArtifactError
 from jflow.artifact.manifest import Manifest, sha256_file
 from jflow.errors import InputError, JFlowError
-from jflow.runtime.backends import NUMPY_DTYPES, Outputs, graph_error
+from jflow.runtime.backends import NUMPY_DTYPES, Outputs
 from jflow.runtime.pipeline import Pipeline
 from jflow.runtime.processor_config import PREPROCESSOR_FILE, PROCESSOR_FILE, ProcessorSettings
 from jflow.runtime.tokenizer import SPECIAL_TOKENS_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, JanusFlowTokenizer
@@ -45,17 +45,18 @@ class TritonRunner:
         or lists the names to return as new arrays (default: every output)."""
         pb = self.backend.pb_utils
         given = dict(outputs) if isinstance(outputs, Mapping) else {}
-        wanted = list(given) or list(outputs or self.output_names)
+        wanted = list(given) if isinstance(outputs, Mapping) else list(outputs or self.output_names)
         tensors = []
         for name, value in feeds.items():
             if name not in self.dtypes:
                 raise InputError(f"graph {self.name} has no input {name!r} (it takes {', '.join(self.dtypes)})")
-            tensors.append(pb.Tensor(name, np.ascontiguousarray(value, dtype=self.dtypes[name])))
+            tensors.append(pb.Tensor(name, np.asarray(value, dtype=self.dtypes[name], order="C")))  # 0-d stays 0-d
         request = pb.InferenceRequest(model_name=self.model, requested_output_names=wanted, inputs=tensors)
         response = request.exec()
         if response.has_error():
-            raise graph_error(self.name, f"the Triton model {self.model!r} failed",
-                              RuntimeError(response.error().message()))
+            detail = (response.error().message().strip().splitlines() or [""])[0][:400]
+            raise JFlowError(f"graph {self.name}: the Triton model {self.model!r} failed ({detail}); check that the "
+                             "repository was exported from this artifact with `jflow-export triton`, and the server log")
         results = {}
         for name in wanted:
             tensor = pb.get_output_tensor_by_name(response, name)
