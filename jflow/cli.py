@@ -188,6 +188,31 @@ def build_command(model, out, precision, target, components, max_batch, max_cont
     click.echo(f"built the {chosen} target in {out} in {time.perf_counter() - started:.1f}s")
 
 
+@main.command("triton")
+@click.argument("artifact", type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="Model repository folder to create.")
+@click.option("--engines", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime", show_default=True,
+              help="Graph models as ONNX (Triton's onnxruntime backend) or as the artifact's TensorRT plans "
+                   "(built first with `jflow-export build --target tensorrt`).")
+@click.option("--variant", type=click.Choice(["bls", "local"]), default="bls", show_default=True,
+              help="bls: one model per graph, driven by Python models through BLS (GPU servers); local: Python "
+                   "models that run the whole artifact on ONNX Runtime themselves (CPU servers).")
+@click.option("--instances", default=1, show_default=True, type=click.IntRange(1), help="Instances of every model.")
+@click.option("--max-queue-delay-us", default=100, show_default=True, type=click.IntRange(0),
+              help="How long Triton may hold a request to batch it with others (batched graphs only).")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def triton_command(artifact, out, engines, variant, instances, max_queue_delay_us, force):
+    """Write a Triton Inference Server model repository OUT for ARTIFACT."""
+    from jflow.engines.triton_repo import export_repository
+    check_new_dir(out, "the model repository", replace=force)  # before the artifact is read
+    started = time.perf_counter()
+    path = export_repository(artifact, out, engines=engines, variant=variant, instances=instances,
+                             max_queue_delay_us=max_queue_delay_us, force=force,
+                             log=lambda line: click.echo(line, err=True))
+    click.echo(f"wrote {path} in {time.perf_counter() - started:.1f}s; serve it with: "
+               f"tritonserver --model-repository {path}")
+
+
 @main.command()
 @click.argument("artifact", type=click.Path())
 @click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt", "auto"]), default="onnxruntime",

@@ -18,7 +18,9 @@ def bf16_round(x) -> np.ndarray:
     """Round float32 values to the nearest bfloat16 (ties to even), returned as float32."""
     a = np.array(x, dtype=np.float32)  # a copy, C-contiguous, any rank (0-d included)
     bits = a.view(np.uint32).astype(np.uint64)
-    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).astype(np.uint32)
+    # uint64 constants: NumPy 1.x promotes uint64 with a Python int to float64, which has no >>.
+    one, half, shift, high = (np.uint64(v) for v in (1, 0x7FFF, 16, 0xFFFF0000))
+    rounded = ((bits + half + ((bits >> shift) & one)) & high).astype(np.uint32)
     return np.where(np.isnan(a), a, rounded.view(np.float32)).astype(np.float32)
 
 
