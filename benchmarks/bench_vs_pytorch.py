@@ -4,7 +4,8 @@ interleaved in one run, plus decode per token vs the memory-bandwidth floor.
     python benchmarks/bench_vs_pytorch.py [--rounds 5] [--layers 2]
 
 Uses the `bench` preset (jflow.modeling.presets.bench_config: real widths and vocabulary, few layers)
-with random weights and a full-size SDXL-shaped VAE. Writes benchmarks/results/bench_vs_pytorch.json and
+with random weights and a full-size SDXL-shaped VAE, exported once and cached (bench_artifact.py); our side
+runs through the runtime's own runners (the fused LLM form, its in-place KV cache). Writes benchmarks/results/bench_vs_pytorch.json and
 a PNG chart. Ratios are PyTorch time / our time (> 1: we are faster); the floor ratio is our decode time /
 (weight bytes read per token / measured copy bandwidth).
 """
@@ -15,7 +16,7 @@ import argparse
 import json
 import os
 import platform
-import tempfile
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 def copy_bandwidth(nbytes: int = 512 << 20, repeats: int = 5) -> float:
@@ -84,32 +86,19 @@ def main() -> None:
     threads = os.cpu_count()
     torch.set_num_threads(threads)
 
-    from diffusers import AutoencoderKL
+    from bench_artifact import bench_artifact, bench_reference
 
-    from jflow.export.artifact import export_artifact
-    from jflow.modeling import JanusFlow, JanusFlowConfig, JanusFlowReference
-    from jflow.modeling.presets import bench_config
-    from jflow.modeling.tiny import TINY_PROCESSOR, build_tiny_tokenizer
     from jflow.modeling.understanding import understanding_embeddings
-    from jflow.modeling.vae import SDXL_VAE_CONFIG, vae_decode
+    from jflow.modeling.vae import vae_decode
     from jflow.runtime.batching import generation_batch, understanding_batch
     from jflow.runtime.image_io import preprocess_images
     from jflow.runtime.ode import initial_noise
     from jflow.runtime.pipeline import Pipeline
-    from jflow.runtime.tokenizer import JanusFlowTokenizer
 
-    torch.manual_seed(0)
-    config = JanusFlowConfig.from_dict(bench_config(layers=args.layers), source="bench preset")
-    with torch.no_grad():
-        ref = JanusFlowReference(model=JanusFlow(config).eval(), processor=TINY_PROCESSOR,
-                                 tokenizer=JanusFlowTokenizer(build_tiny_tokenizer(), TINY_PROCESSOR),
-                                 vae=AutoencoderKL(**SDXL_VAE_CONFIG).eval())
-    folder = Path(tempfile.mkdtemp(prefix="jflow-bench-")) / "bench-fp32"
-    started = time.perf_counter()
-    export_artifact(ref, folder, e2e_steps=1, log=lambda line: print(line, flush=True))
-    print(f"exported the bench preset in {time.perf_counter() - started:.0f}s", flush=True)
-    pipe = Pipeline.load(folder, threads=threads)
-    model, llm = ref.model, pipe.graph("llm")
+    ref = bench_reference(args.layers)
+    config = ref.model.config
+    pipe = Pipeline.load(bench_artifact(layers=args.layers, ref=ref), threads=threads, check_files=False)
+    model, llm, backend = ref.model, pipe.llm, pipe.backend
 
     picture = np.random.default_rng(0).integers(0, 256, (384, 384, 3), dtype=np.uint8)
     pixels = preprocess_images([picture], ref.processor)
@@ -118,20 +107,34 @@ def main() -> None:
         und_embeds = understanding_embeddings(ref, torch.from_numpy(pixels), torch.from_numpy(und.ids))
         _, _, und_kv = model.llm_step(und_embeds, torch.from_numpy(und.mask), torch.from_numpy(und.positions))
     context = und.ids.shape[1]
-    ort_past = {n: kv.numpy() for n, kv in zip(pipe.past_names, (t for pair in und_kv for t in pair))}
     token = torch.tensor([[7]])
     dec_mask, dec_pos = np.ones((1, context + 1), np.int64), np.array([[context]])
+    # Ours: the runtime's own LLM runner; decode on a cache that holds the same prompt.
+    und_rows = [und_embeds[0].numpy()]
+    decode_cache = llm.new_cache(1, context + 64)
+    llm.prefill(decode_cache, und_rows)
 
-    gen = generation_batch([ref.tokenizer.generation_ids("a red cube on a wooden table")], ref.tokenizer.pad_id)
+    def ours_decode():
+        if decode_cache.lengths[0] >= decode_cache.capacity - 1:  # start again after 63 tokens
+            decode_cache.lengths[:] = decode_cache.positions[:] = context
+        return llm.decode_one(decode_cache, pipe.embed(np.array([[7]])))
+
+    ids = ref.tokenizer.generation_ids("a red cube on a wooden table")
+    gen = generation_batch([ids], ref.tokenizer.pad_id)
     with torch.no_grad():
         g_embeds = model.embed_tokens(torch.from_numpy(gen.ids))
         _, _, prompt_kv = model.llm_step(g_embeds, torch.from_numpy(gen.mask), torch.from_numpy(gen.positions),
                                          with_logits=False)
-    ort_prompt = {n: kv.numpy() for n, kv in zip(pipe.past_names, (t for pair in prompt_kv for t in pair))}
     new = 1 + config.num_gen_tokens
     step_mask = np.concatenate([gen.mask, np.ones((2, new), np.int64)], axis=1)
     step_pos = gen.next_positions(new)
     z = initial_noise(0, 1, config.latent_size)
+    step_cache = llm.new_cache(2, len(ids) + new)
+    llm.prefill(step_cache, [pipe.embed(ids), pipe.embed(ids[:1])], next_positions=[len(ids)] * 2)
+    axes = {"batch": 1, "cfg_batch": 2}
+    encoded, decoded = pipe.output_buffers("gen_encoder", axes), pipe.output_buffers("gen_decoder", axes)
+    step_feeds = {"z": backend.upload(z), "t": backend.upload(np.full(1, 500.0, np.float32)),
+                  "dt": backend.upload(np.array([0.0334], np.float32)), "cfg": backend.upload(np.array([2.0], np.float32))}
 
     @torch.no_grad()
     def torch_step():
@@ -142,30 +145,27 @@ def main() -> None:
         v_c, v_u = model.gen_decode(hidden[:, 1:], skip, t_emb).chunk(2)
         return zt + 0.0334 * (2 * v_c - v_u)
 
-    def ours_step():
-        enc = pipe.graph("gen_encoder").run({"z": z, "t": np.full(1, 500.0, np.float32)})
-        hidden = llm.run({"inputs_embeds": enc["step_embeds"], "attention_mask": step_mask,
-                          "position_ids": step_pos, **ort_prompt}, ["hidden_states"])["hidden_states"]
-        return pipe.graph("gen_decoder").run({"hidden_states": hidden, "skip": enc["skip"], "t_emb": enc["t_emb"],
-                                              "z": z, "dt": np.array([0.0334], np.float32),
-                                              "cfg_weight": np.array([2.0], np.float32)}, ["z_next"])
+    def ours_step():  # what the sampler does per step
+        pipe.runner("gen_encoder").infer({"z": step_feeds["z"], "t": step_feeds["t"]}, encoded)
+        hidden = llm.step(step_cache, encoded["step_embeds"])
+        return pipe.runner("gen_decoder").infer({"hidden_states": hidden, "skip": encoded["skip"],
+                                                 "t_emb": encoded["t_emb"], "z": step_feeds["z"],
+                                                 "dt": step_feeds["dt"], "cfg_weight": step_feeds["cfg"]}, decoded)
 
     with torch.no_grad():
         pairs = {
             "siglip_encode": (lambda: model.encode_images(torch.from_numpy(pixels)),
-                              lambda: pipe.graph("siglip").run({"pixel_values": pixels})),
+                              lambda: pipe.runner("siglip").infer({"pixel_values": pixels}, ["image_embeds"])),
             "understanding_prefill": (
                 lambda: model.llm_step(und_embeds, torch.from_numpy(und.mask), torch.from_numpy(und.positions)),
-                lambda: llm.run({"inputs_embeds": und_embeds.numpy(), "attention_mask": und.mask,
-                                 "position_ids": und.positions, **pipe.empty_past(1)}, ["logits"])),
+                lambda: llm.prefill(llm.new_cache(1, context), und_rows)),
             f"decode_token@{context}": (
                 lambda: model.llm_step(model.embed_tokens(token), torch.from_numpy(dec_mask),
                                        torch.from_numpy(dec_pos), und_kv),
-                lambda: llm.run({"inputs_embeds": pipe.embed(np.array([[7]])), "attention_mask": dec_mask,
-                                 "position_ids": dec_pos, **ort_past}, ["logits"])),
+                ours_decode),
             "ode_step": (torch_step, ours_step),
             "vae_decode": (lambda: vae_decode(ref.vae, torch.from_numpy(z)),
-                           lambda: pipe.graph("vae_decoder").run({"latent": z})),
+                           lambda: pipe.runner("vae_decoder").infer({"latent": z}, ["image"])),
         }
         stages = interleaved(pairs, args.rounds)
 
@@ -181,7 +181,8 @@ def main() -> None:
         "bandwidth_floor": {"weight_bytes_per_token": weight_bytes, "copy_bandwidth_gb_s": bandwidth / 1e9,
                             "floor_ms": floor_ms, "ours_ms": decode_ms, "ratio_to_floor": decode_ms / floor_ms},
         "targets": {"decode_speedup": 2.0, "ode_step_speedup": 1.5, "decode_vs_floor": 1.2},
-        "machine": {"cpu_count": threads, "platform": platform.platform(), "torch": torch.__version__,
+        "machine": {"cpu_count": threads, "cpu_model": _cpu_model(), "platform": platform.platform(),
+                    "torch": torch.__version__,
                     "onnxruntime": __import__("onnxruntime").__version__},
     }
     print(f"decode per token {decode_ms:.2f} ms vs bandwidth floor {floor_ms:.2f} ms "
@@ -190,6 +191,11 @@ def main() -> None:
     (RESULTS / "bench_vs_pytorch.json").write_text(json.dumps(results, indent=2) + "\n")
     chart(results, RESULTS / "bench_vs_pytorch.png")
     print(f"wrote {RESULTS / 'bench_vs_pytorch.json'} and bench_vs_pytorch.png")
+
+
+def _cpu_model() -> str:
+    from jflow.runtime.profile_stages import cpu_model
+    return cpu_model()
 
 
 if __name__ == "__main__":

@@ -147,6 +147,11 @@ def _check_graph(name: str, g: Any, source: str) -> None:
         _check_shapes(name, g, where)
     if not isinstance(g.get("ranges", {}), dict):
         raise ArtifactError(f"{where}.ranges must be an object; {REEXPORT}")
+    options = g.get("onnxruntime", {})
+    disabled = options.get("disabled_optimizers", []) if isinstance(options, dict) else None
+    if not (isinstance(disabled, list) and all(isinstance(o, str) for o in disabled)):
+        raise ArtifactError(f"{where}.onnxruntime must be an object whose disabled_optimizers is a list of names; "
+                            f"{REEXPORT}")
 
 
 def _check_shapes(name: str, g: dict, where: str) -> None:

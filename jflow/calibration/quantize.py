@@ -144,6 +144,13 @@ def _copy_unquantized(m: Manifest, tmp: Path, targets: dict) -> None:
         shutil.copy2(m.root / rel, tmp / rel)
 
 
+def _activation_products(model) -> list[str]:
+    """MatMuls of two activations (attention scores, attention x V) stay float: quantize_static's
+    MatMulConstBOnly option let SigLIP's through."""
+    constant = {i.name for i in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] not in constant]
+
+
 def _time_only_nodes(model, time_inputs: tuple[str, ...]) -> list[str]:
     """Nodes whose values come from the time inputs and constants alone (the time-conditioning path).
     Shapes are not values: Shape/Size outputs (e.g. the batch size a Reshape needs) count as constants,
@@ -161,14 +168,14 @@ def _time_only_nodes(model, time_inputs: tuple[str, ...]) -> list[str]:
     return names
 
 
-def _int8(m: Manifest, name: str, target: Path, samples: Path, method: str) -> None:
+def _int8(m: Manifest, name: str, target: Path, samples: Path, method: str, exclude: list[str] = ()) -> None:
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     if not any(samples.glob("*.npz")):
         raise InputError(f"no calibration samples for {name}; the calibration run recorded none (is --samples 0?)")
     source = m.graph_path(name)
     model = onnx.load(str(source), load_external_data=False)
-    exclude = _time_only_nodes(model, TIME_INPUTS.get(name, ()))
+    exclude = _time_only_nodes(model, TIME_INPUTS.get(name, ())) + _activation_products(model) + list(exclude)
     reader = SampleReader(samples, [i.name for i in model.graph.input])
     target.parent.mkdir(parents=True, exist_ok=True)
     quantize_static(str(source), str(target), reader, quant_format=QuantFormat.QDQ,
@@ -179,20 +186,23 @@ def _int8(m: Manifest, name: str, target: Path, samples: Path, method: str) -> N
                                       "percentile": CalibrationMethod.Percentile}[method],
                     # (Not CalibMaxIntermediateOutputs: in onnxruntime 1.32 it drops the collected ranges.)
                     # Q/DQ on the inputs of the GEMMs and convolutions only, biases float: the placement
-                    # TensorRT's explicit quantization fuses (it wants float biases).
+                    # TensorRT's explicit quantization fuses (it wants float biases). One Q/DQ pair per GEMM:
+                    # ONNX Runtime fuses a DequantizeLinear into an integer kernel only when that GEMM is its
+                    # sole consumer (Q, K and V share their input: shared, they ran as float MatMuls that
+                    # dequantize their weights on every call, 7x slower decode than fp32).
                     extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "MatMulConstBOnly": True,
-                                   "QuantizeBias": False, "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm",
-                                                                                                "Conv"]})
+                                   "QuantizeBias": False, "DedicatedQDQPair": True,
+                                   "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm", "Conv"]})
     _finish(target)
 
 
-def _int4(source: Path, target: Path, block_size: int) -> None:
+def _int4(source: Path, target: Path, block_size: int, symmetric: bool = True) -> None:
     import onnx
     from onnxruntime.quantization import QuantFormat
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
     model = onnx.load(str(source), load_external_data=True)
     _gemm_as_matmul(model)  # lm_head is a Gemm(transB): the weight-only quantizer takes MatMuls
-    quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=block_size, is_symmetric=True, accuracy_level=4,
+    quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=block_size, is_symmetric=symmetric, accuracy_level=4,
                                      quant_format=QuantFormat.QDQ, op_types_to_quantize=("MatMul",))
     quantizer.process()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -259,6 +269,8 @@ def _manifest(m: Manifest, precision: str, targets: dict, cset, method: str, blo
     for name, target in targets.items():
         if name in graphs:
             graphs[name]["precision"] = target
+            if target == "int8":  # keep the per-GEMM Q/DQ pairs apart, or ORT runs them as float MatMuls
+                graphs[name]["onnxruntime"] = {"disabled_optimizers": ["CommonSubexpressionElimination"]}
     samples = json.loads((folder / "complete.json").read_text())
     data.update(precision=precision, graphs=graphs, tolerances=TOLERANCES, quantization={
         "from": {"precision": m.precision, "manifest_sha256": m.digest},

@@ -14,11 +14,12 @@ import onnxruntime as ort
 from jflow.artifact.manifest import member_dir
 from jflow.fsutil import scratch_dir
 from jflow.runtime.backends import graph_error
+from jflow.runtime.ort_backend import disabled_optimizers
 
 FOLDER = "ort"
 
 
-def optimize_graph(source: Path, target: Path) -> None:
+def optimize_graph(source: Path, target: Path, disabled: list[str] = ()) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     data = f"{target.name}.data"
     name = source.stem
@@ -32,7 +33,8 @@ def optimize_graph(source: Path, target: Path) -> None:
         options.add_session_config_entry("session.optimized_model_external_initializers_file_name", data)
         options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
         try:
-            ort.InferenceSession(str(source), sess_options=options, providers=["CPUExecutionProvider"])
+            ort.InferenceSession(str(source), sess_options=options, providers=["CPUExecutionProvider"],
+                                 disabled_optimizers=list(disabled) or None)
         except Exception as exc:  # onnxruntime's own exception types
             raise graph_error(name, f"onnxruntime refused to optimize {source.name}", exc) from None
         if (scratch / data).exists():
@@ -47,7 +49,8 @@ def build_ort_target(root: Path, manifest_data: dict, graphs: list[str], log: Ca
     for name in graphs:
         started = time.perf_counter()
         rel = f"{FOLDER}/{name}.onnx"
-        optimize_graph(root / manifest_data["graphs"][name]["file"], root / rel)
+        entry = manifest_data["graphs"][name]
+        optimize_graph(root / entry["file"], root / rel, disabled_optimizers(entry))
         built[name] = rel
         log(f"  {name:<12} onnxruntime graph optimized in {time.perf_counter() - started:5.1f}s")
     previous = manifest_data.get("engines", {}).get("onnxruntime", {}).get("graphs", {})

@@ -94,7 +94,8 @@ def _write(ref, root: Path, precision: str, limits: Limits, e2e_steps: int, e2e_
         path = root / "onnx" / f"{name}.onnx"
         export_graph(graph, spec, _as_contract(module.example(config, torch.Generator().manual_seed(0)), spec), path)
         reference_io.graph_reference(truth, spec, _as_contract(examples.pop(name), spec),
-                                     root / "reference" / f"{name}.npz", float64=wraps_vae)
+                                     root / "reference" / f"{name}.npz", float64=wraps_vae,
+                                     keep=reference_io.kept_outputs(name, llm.kv_geometry(config)[0]))
         graphs[name] = {**spec.to_manifest(f"onnx/{name}.onnx"), "precision": "fp16" if act == "float16" else "fp32"}
         log(f"  {name:<12} exported in {time.perf_counter() - started:5.1f}s")
         if name == llm.NAME:  # the ONNX Runtime form, over the same weight bytes

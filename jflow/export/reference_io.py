@@ -27,7 +27,8 @@ E2E_PROMPTS = ("a red cube on a wooden table", "a cat")  # two lengths: padding 
 E2E_QUESTION = "What is in this picture?"
 
 
-def graph_reference(truth: torch.nn.Module, spec, example: dict, path: Path, float64: bool = False) -> None:
+def graph_reference(truth: torch.nn.Module, spec, example: dict, path: Path, float64: bool = False,
+                    keep: set[str] | None = None) -> None:
     """Run the fp32 (or fp64) wrapper `truth` on `example` and write in.<name> / out.<name> to `path`.
 
     Inputs are stored in the graph's contract dtypes and the truth runs on exactly those values (an fp16
@@ -42,6 +43,8 @@ def graph_reference(truth: torch.nn.Module, spec, example: dict, path: Path, flo
     outputs = (outputs,) if isinstance(outputs, torch.Tensor) else outputs
     arrays = {f"in.{n}": example[n].numpy() for n in spec.input_names}
     for out_spec, tensor in zip(spec.outputs, outputs):
+        if keep is not None and out_spec.name not in keep:
+            continue
         array = tensor.detach().numpy()
         arrays[f"out.{out_spec.name}"] = array.astype(np.float32) if array.dtype.kind == "f" else array
     np.savez(path, **arrays)
@@ -83,6 +86,14 @@ def understanding_case(ref, path: Path, max_new_tokens: int) -> torch.Tensor:
              prompt_ids=np.array(prompt, np.int64), tokens=np.array(tokens, np.int64),
              logits=logits.float().numpy(), text=np.array(ref.tokenizer.decode(tokens)))
     return pixels
+
+
+def kept_outputs(name: str, layers: int) -> set[str] | None:
+    """The outputs a graph's reference stores. The llm's present KV of a real step is hundreds of MB at full
+    size; its first and last layers (with the hidden states and logits) show the same errors."""
+    if name != "llm":
+        return None
+    return {"hidden_states", "logits"} | {f"present_{kind}_{i}" for i in {0, layers - 1} for kind in ("key", "value")}
 
 
 def real_examples(step: dict, pixels: torch.Tensor, layers: int) -> dict[str, dict[str, torch.Tensor]]:

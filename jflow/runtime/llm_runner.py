@@ -76,7 +76,7 @@ class LlmRunner:
         self._allocate(cache)
         return cache
 
-    def _outputs(self, cache: KVCache, rows: int, seq: int) -> dict[str, Any]:
+    def _outputs(self, rows: int, seq: int) -> dict[str, Any]:
         empty = self.backend.empty
         return {"hidden_states": empty((rows, seq, self.hidden_size), self.dtype),
                 "logits": empty((rows, self.vocab), self.dtype)}
@@ -156,7 +156,7 @@ class FusedLlm(LlmRunner):
             x[r, :len(row)] = row
             positions[r, :len(row)] = np.arange(len(row))
         past, present = self._cache_io(cache)
-        outputs = {**self._outputs(cache, cache.rows, seq), **present}
+        outputs = {**self._outputs(cache.rows, seq), **present}
         self.graph.infer({"inputs_embeds": x, "position_ids": positions, **self._counts(cache.lengths, lengths),
                           **past}, outputs)
         return outputs["logits"]
@@ -166,7 +166,7 @@ class FusedLlm(LlmRunner):
         counts = self._counts(cache.lengths, np.full(cache.rows, seq))
         past, present = self._cache_io(cache)
         feeds = {"position_ids": up(self._positions(cache, seq)), **{k: up(v) for k, v in counts.items()}, **past}
-        return feeds, {**self._outputs(cache, cache.rows, seq), **present}
+        return feeds, {**self._outputs(cache.rows, seq), **present}
 
     def _decode_phase(self, cache: KVCache) -> tuple[dict, dict]:
         empty, rows = self.backend.empty, cache.rows
@@ -175,7 +175,7 @@ class FusedLlm(LlmRunner):
                  "position_ids": empty((rows, 1), np.int64), "seqlens_k": empty((rows,), np.int32),
                  "query_seqlens": self.backend.upload(np.ones(rows, np.int32)),
                  "total_sequence_length": empty((), np.int32), **past}
-        return feeds, {**self._outputs(cache, rows, 1), **present}
+        return feeds, {**self._outputs(rows, 1), **present}
 
     def _decode(self, cache: KVCache, embeds: np.ndarray, feeds: dict, outputs: dict) -> None:
         up = self.backend.upload  # writes into the phase's buffers: no allocation per token
@@ -216,7 +216,7 @@ class PortableLlm(LlmRunner):
             mask[r, width - len(row):] = 1
             positions[r, width - len(row):] = np.arange(len(row))
         state = cache.state
-        outputs = {**self._outputs(cache, cache.rows, width),
+        outputs = {**self._outputs(cache.rows, width),
                    **dict(zip(self.present, self._kv(cache, 1 - state["current"], width)))}
         self.graph.infer({"inputs_embeds": x, "attention_mask": mask, "position_ids": positions,
                           **dict(zip(self.past, self._kv(cache, state["current"], 0)))}, outputs)
@@ -231,13 +231,13 @@ class PortableLlm(LlmRunner):
         feeds = {"attention_mask": up(mask), "position_ids": up(self._positions(cache, seq)),
                  **dict(zip(self.past, self._kv(cache, state["current"], width)))}
         scratch = dict(zip(self.present, self._kv(cache, 1 - state["current"], width + seq)))
-        return feeds, {**self._outputs(cache, cache.rows, seq), **scratch}
+        return feeds, {**self._outputs(cache.rows, seq), **scratch}
 
     def _decode_phase(self, cache: KVCache) -> tuple[dict, dict]:
         empty, rows = self.backend.empty, cache.rows
         feeds = {"inputs_embeds": empty((rows, 1, self.hidden_size), self.dtype),
                  "position_ids": empty((rows, 1), np.int64), "mask": empty((rows * cache.capacity,), np.int64)}
-        return feeds, self._outputs(cache, rows, 1)
+        return feeds, self._outputs(rows, 1)
 
     def _decode(self, cache: KVCache, embeds: np.ndarray, feeds: dict, outputs: dict) -> None:
         state, up, view = cache.state, self.backend.upload, self.backend.view

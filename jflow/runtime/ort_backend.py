@@ -18,6 +18,13 @@ from jflow.errors import InputError
 from jflow.runtime.backends import NUMPY_DTYPES, Outputs, check_io, graph_error
 
 GPU_PROVIDERS = ("CUDAExecutionProvider",)  # TensorRT runs through our own TensorRT backend instead
+def disabled_optimizers(entry: dict) -> list[str]:
+    """ONNX Runtime graph optimizers a graph asks to skip (manifest: graphs.<name>.onnxruntime). A quantized
+    graph gives every GEMM its own Q/DQ pair, which common-subexpression elimination would merge back and
+    so keep ORT from fusing them into integer kernels."""
+    return list(entry.get("onnxruntime", {}).get("disabled_optimizers", []))
+
+
 @dataclass
 class CudaTensor:
     """A device buffer (or a view of its first elements, with another shape) on the CUDA provider."""
@@ -39,7 +46,7 @@ class OrtRunner:
 
     def activate(self) -> None:
         if self.session is None:
-            session = self.backend.session(self.name, self.path)
+            session = self.backend.session(self.name, self.path, disabled_optimizers(self.entry))
             check_io(self.name, self.entry, {t.name: _ORT_TYPES.get(t.type, t.type) for t in session.get_inputs()},
                      {t.name: _ORT_TYPES.get(t.type, t.type) for t in session.get_outputs()})
             self.session = session
@@ -108,7 +115,7 @@ class OnnxRuntimeBackend:
         self.device = "cuda" if providers[0] in GPU_PROVIDERS else "cpu"
 
     # ---- graphs ----------------------------------------------------------------------------------
-    def session(self, name: str, path: Path):
+    def session(self, name: str, path: Path, disabled: list[str] = ()):
         options = self.ort.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = self.threads or 0
@@ -122,7 +129,8 @@ class OnnxRuntimeBackend:
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
         options.add_session_config_entry("session.force_spinning_stop", "1")
         try:
-            return self.ort.InferenceSession(str(path), sess_options=options, providers=self.providers)
+            return self.ort.InferenceSession(str(path), sess_options=options, providers=self.providers,
+                                             disabled_optimizers=list(disabled) or None)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise graph_error(name, f"onnxruntime cannot open {path.name}", exc) from None
 

@@ -95,6 +95,44 @@ def test_int8_is_w8a8_every_weight_gemm_reads_a_quantized_activation(quantized, 
         assert produced[source.input[0]].op_type == "QuantizeLinear", (name, node.name)
 
 
+@pytest.mark.parametrize("name", ["llm", "llm_ort", "siglip"])
+def test_onnxruntime_runs_every_int8_gemm_as_an_integer_kernel(quantized, name, tmp_path):
+    # A MatMul left with DequantizeLinear inputs after ORT's optimization dequantizes its weights on
+    # every call: slower than fp32, with nothing gained. (Convolutions are left out: ORT fuses a QDQ Conv
+    # only with its output quantized too, which the policy does not do; TensorRT fuses them as they are.)
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / f"{name}.opt.onnx")
+    options.add_session_config_entry("session.optimized_model_external_initializers_file_name", "opt.data")
+    from jflow.runtime.ort_backend import disabled_optimizers
+    entry = Manifest.load(quantized["int8"]).graph(name)  # the runtime creates its sessions the same way
+    ort.InferenceSession(str(quantized["int8"] / "onnx" / f"{name}.onnx"), options, providers=["CPUExecutionProvider"],
+                         disabled_optimizers=disabled_optimizers(entry))
+    model = onnx.load(options.optimized_model_filepath, load_external_data=False)
+    produced = {o: n.op_type for n in model.graph.node for o in n.output}
+    float_gemms = [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm")
+                   and any(produced.get(i) == "DequantizeLinear" for i in n.input)]
+    integer = [n for n in model.graph.node if n.op_type in ("MatMulIntegerToFloat", "QGemm", "QLinearConv",
+                                                            "QLinearMatMul", "MatMulInteger", "ConvInteger")]
+    assert integer and float_gemms == [], float_gemms[:5]
+
+
+@pytest.mark.parametrize("name", ["siglip", "llm"])
+def test_attention_scores_stay_float(quantized, name):
+    # MatMuls of two activations (scores, scores x V) are not quantized: only weight GEMMs are.
+    model = _graph(quantized["int8"], name)
+    produced = {o: n for n in model.graph.node for o in n.output}
+    inits = {i.name for i in model.graph.initializer}
+
+    def weight(tensor):  # a constant, or a DequantizeLinear of a constant
+        node = produced.get(tensor)
+        return tensor in inits or (node is not None and node.op_type == "DequantizeLinear" and node.input[0] in inits)
+    products = [n for n in model.graph.node if n.op_type == "MatMul" and not weight(n.input[1])]
+    assert products, name  # the graph has attention products ...
+    for node in products:  # ... and none reads a dequantized activation
+        assert not any(produced.get(i) is not None and produced[i].op_type == "DequantizeLinear" for i in node.input), \
+            node.name
+
+
 def test_time_features_and_the_vae_stay_float(quantized):
     enc = _graph(quantized["int8"], "gen_encoder")
     quantized_inputs = {n.output[0] for n in enc.graph.node if n.op_type == "DequantizeLinear"}

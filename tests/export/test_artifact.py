@@ -272,3 +272,22 @@ def test_missing_model_is_one_clear_line(tmp_path):
     result = CliRunner().invoke(main, ["onnx", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "a")])
     assert result.exit_code == 1 and "checkpoint folder not found" in result.output
     assert not (tmp_path / "a").exists()
+
+
+def test_reference_inputs_are_what_a_real_request_feeds_each_graph(artifact, tiny_ref):
+    # The per-graph cases are one real ODE step of the shipped generation case, not random tensors.
+    ref = {n: np.load(artifact / "reference" / f"{n}.npz") for n in ("llm", "gen_encoder", "gen_decoder",
+                                                                       "vae_decoder", "siglip")}
+    gen = np.load(artifact / "reference" / "e2e_generation.npz")
+    und = np.load(artifact / "reference" / "e2e_understanding.npz")
+    # The llm's step input is what gen_encoder emits for that step; gen_decoder decodes the llm's output.
+    assert np.allclose(ref["llm"]["in.inputs_embeds"], ref["gen_encoder"]["out.step_embeds"], atol=1e-6)
+    assert np.allclose(ref["gen_decoder"]["in.hidden_states"], ref["llm"]["out.hidden_states"], atol=1e-6)
+    # Its past is the prompts' real KV: two rows of different lengths, the guidance rows masked after BOS.
+    mask = ref["llm"]["in.attention_mask"]
+    assert mask.shape[0] == 2 * len(gen["prompts"]) and 0 < mask.sum() < mask.size
+    assert ref["vae_decoder"]["in.latent"].tolist() == gen["latents"][:1].tolist()  # the case's final latent
+    from jflow.runtime.image_io import preprocess_images
+    assert np.array_equal(ref["siglip"]["in.pixel_values"], preprocess_images([und["image"]], tiny_ref.processor))
+    # The step comes from a real trajectory (t after the first step), not the unit-variance noise of old.
+    assert float(ref["gen_encoder"]["in.t"][0]) > 0

@@ -1,0 +1,106 @@
+"""What each quantization method buys on the real-weights LLM (SmolLM2-135M), teacher-forced on held-out text.
+
+    python benchmarks/quant_methods.py [--variants int8-minmax,int4-sym-g32,...]
+
+For each variant only the LLM's ONNX Runtime form is quantized (from the cached calibration samples of
+the real-weights fp32 artifact; run `jflow-export quantize` on it once first), in a hard-linked copy of
+that artifact, and scored against fp32 exactly as quant_accuracy.py scores whole artifacts: top-1
+agreement, mean KL(fp32 || variant) and perplexity over benchmarks/data/english.txt.
+Writes benchmarks/results/quant_methods.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+# name -> (precision, how). int8: calibration method and the MatMuls kept float; int4: block, symmetry.
+VARIANTS = {
+    "int8-minmax": ("int8", {"method": "minmax"}),
+    "int8-percentile": ("int8", {"method": "percentile"}),
+    "int8-entropy": ("int8", {"method": "entropy"}),
+    "int8-minmax-down-float": ("int8", {"method": "minmax", "float": ("down_proj",)}),
+    "int8-minmax-down-o-float": ("int8", {"method": "minmax", "float": ("down_proj", "o_proj")}),
+    "int8-minmax-lm_head-float": ("int8", {"method": "minmax", "float": ("lm_head",)}),
+    "int4-sym-g32": ("int4", {"block": 32, "symmetric": True}),
+    "int4-sym-g16": ("int4", {"block": 16, "symmetric": True}),
+    "int4-asym-g32": ("int4", {"block": 32, "symmetric": False}),
+}
+
+
+def _variant_artifact(fp32: Path, samples: Path, precision: str, how: dict, out: Path) -> Path:
+    """A copy of the fp32 artifact whose llm_ort is this variant (the other files hard-linked)."""
+    import onnx
+
+    from jflow.artifact.manifest import Manifest, update_manifest
+    from jflow.calibration import quantize as q
+    shutil.copytree(fp32, out, copy_function=os.link)
+    target = out / "onnx" / "llm_ort.onnx"
+    target.unlink()
+    m = Manifest.load(fp32, check_files=False)
+    if precision == "int8":
+        model = onnx.load(str(fp32 / "onnx" / "llm_ort.onnx"), load_external_data=False)
+        keep = [n.name for n in model.graph.node if any(n.name.endswith(s) for s in how.get("float", ()))]
+        q._int8(m, "llm_ort", target, samples / "llm_ort", how["method"], exclude=keep)
+    else:
+        q._int4(fp32 / "onnx" / "llm_ort.onnx", target, how["block"], symmetric=how["symmetric"])
+    graphs = {**m.graphs, "llm_ort": {**m.graphs["llm_ort"], "precision": precision}}
+    update_manifest(out, {"graphs": graphs}, rehash=["onnx/llm_ort.onnx", "onnx/llm_ort.onnx.data"])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    args = parser.parse_args()
+    from quant_accuracy import TEXT, teacher_forced
+    from real_checkpoint import real_artifact
+
+    from jflow.calibration.collect import collect_samples
+    from jflow.calibration.data import calibration_set
+    from jflow.calibration.quantize import _cache_dir
+    from jflow.runtime.pipeline import Pipeline
+    from jflow.runtime.profile_stages import cpu_model
+    fp32 = real_artifact("fp32")
+    samples = collect_samples(fp32, calibration_set(8), _cache_dir(), log=lambda _: None)
+    with Pipeline.load(fp32, check_files="none") as pipe:
+        ids = [pipe.tokenizer.bos_id] + pipe.tokenizer.tokenizer.encode(TEXT.read_text(encoding="utf-8"),
+                                                                        add_special_tokens=False).ids
+        ref = teacher_forced(pipe, ids)
+    targets = np.array(ids[1:])
+    nll = lambda lp: float(-lp[np.arange(len(targets)), targets].mean())  # noqa: E731
+    results = {"machine": {"cpu_model": cpu_model()}, "text_tokens": len(targets),
+               "fp32_perplexity": float(np.exp(nll(ref))), "variants": {}}
+    work = Path(tempfile.mkdtemp(prefix="jflow-quant-methods-"))
+    try:
+        for name in args.variants.split(","):
+            precision, how = VARIANTS[name]
+            started = time.perf_counter()
+            art = _variant_artifact(fp32, samples, precision, how, work / name)
+            with Pipeline.load(art, check_files="none") as pipe:
+                lp = teacher_forced(pipe, ids)
+            row = {"top1_agreement": float((lp.argmax(-1) == ref.argmax(-1)).mean()),
+                   "mean_kl": float((np.exp(ref) * (ref - lp)).sum(-1).mean()),
+                   "perplexity": float(np.exp(nll(lp))), "seconds": round(time.perf_counter() - started, 1)}
+            row["perplexity_vs_fp32"] = row["perplexity"] / results["fp32_perplexity"] - 1
+            results["variants"][name] = row
+            print(name, {k: round(v, 4) for k, v in row.items()}, flush=True)
+            shutil.rmtree(art, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    (HERE / "results" / "quant_methods.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
