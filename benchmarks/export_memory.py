@@ -41,6 +41,7 @@ def main() -> None:
     from jflow.modeling.presets import janusflow_1_3b_config
     from jflow.modeling.tiny import TINY_PROCESSOR, build_tiny_tokenizer
     from jflow.modeling.vae import SDXL_VAE_CONFIG
+    from jflow.runtime.profile_stages import cpu_model
     from jflow.runtime.tokenizer import JanusFlowTokenizer
 
     steps: list[dict] = []
@@ -73,7 +74,7 @@ def main() -> None:
         "benchmark": "export_memory", "precision": args.precision, "parameters": params,
         "artifact_gib": round(size / 2**30, 2), "peak_rss_gib": round(peak_rss_gib(), 2),
         "limit_gib": 24, "steps": steps, "e2e_steps": args.e2e_steps,
-        "machine": {"cpu_count": __import__("os").cpu_count(), "python": sys.version.split()[0],
+        "machine": {"cpu_model": cpu_model(), "cpu_count": __import__("os").cpu_count(), "python": sys.version.split()[0],
                     "platform": platform.platform(), "torch": torch.__version__},
     }
     results = Path(__file__).parent / "results" / f"export_memory_{args.precision}.json"

@@ -3,8 +3,8 @@
     python benchmarks/quant_methods.py [--variants int8-minmax,int4-sym-g32,...]
 
 For each variant only the LLM's ONNX Runtime form is quantized (from the cached calibration samples of
-the real-weights fp32 artifact; run `jflow-export quantize` on it once first), in a hard-linked copy of
-that artifact, and scored against fp32 exactly as quant_accuracy.py scores whole artifacts: top-1
+the real-weights fp32 artifact; run `jflow-export quantize` on it once first), in a copy of that
+artifact (its other files hard-linked), and scored against fp32 exactly as quant_accuracy.py scores whole artifacts: top-1
 agreement, mean KL(fp32 || variant) and perplexity over benchmarks/data/english.txt.
 Writes benchmarks/results/quant_methods.json.
 """
@@ -25,7 +25,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-# name -> (precision, how). int8: calibration method and the MatMuls kept float; int4: block, symmetry.
+# name -> (precision, how). int8: calibration method, SmoothQuant alpha (none: off), the MatMuls kept float;
+# int4: block, symmetry.
 VARIANTS = {
     "int8-minmax": ("int8", {"method": "minmax"}),
     "int8-percentile": ("int8", {"method": "percentile"}),
@@ -33,6 +34,10 @@ VARIANTS = {
     "int8-minmax-down-float": ("int8", {"method": "minmax", "float": ("down_proj",)}),
     "int8-minmax-down-o-float": ("int8", {"method": "minmax", "float": ("down_proj", "o_proj")}),
     "int8-minmax-lm_head-float": ("int8", {"method": "minmax", "float": ("lm_head",)}),
+    "int8-smooth0.5": ("int8", {"method": "minmax", "smooth": 0.5}),
+    "int8-smooth0.8": ("int8", {"method": "minmax", "smooth": 0.8}),
+    "int8-smooth0.5-percentile": ("int8", {"method": "percentile", "smooth": 0.5}),
+    "int8-smooth0.5-o-float": ("int8", {"method": "minmax", "smooth": 0.5, "float": ("o_proj",)}),
     "int4-sym-g32": ("int4", {"block": 32, "symmetric": True}),
     "int4-sym-g16": ("int4", {"block": 16, "symmetric": True}),
     "int4-asym-g32": ("int4", {"block": 32, "symmetric": False}),
@@ -45,14 +50,17 @@ def _variant_artifact(fp32: Path, samples: Path, precision: str, how: dict, out:
 
     from jflow.artifact.manifest import Manifest, update_manifest
     from jflow.calibration import quantize as q
-    shutil.copytree(fp32, out, copy_function=os.link)
+    # onnx will not read weights from a hard-linked file: the LLM's files are copied, the rest linked.
+    shutil.copytree(fp32, out, copy_function=lambda a, b: (shutil.copy2 if Path(a).name.startswith("llm")
+                                                             else os.link)(a, b))
     target = out / "onnx" / "llm_ort.onnx"
     target.unlink()
     m = Manifest.load(fp32, check_files=False)
     if precision == "int8":
         model = onnx.load(str(fp32 / "onnx" / "llm_ort.onnx"), load_external_data=False)
         keep = [n.name for n in model.graph.node if any(n.name.endswith(s) for s in how.get("float", ()))]
-        q._int8(m, "llm_ort", target, samples / "llm_ort", how["method"], exclude=keep)
+        smoothing = {"alpha": how["smooth"], "maxima": None, "gemms": {}} if how.get("smooth") else None
+        q._int8(m, "llm_ort", target, samples / "llm_ort", how["method"], exclude=keep, smoothing=smoothing)
     else:
         q._int4(fp32 / "onnx" / "llm_ort.onnx", target, how["block"], symmetric=how["symmetric"])
     graphs = {**m.graphs, "llm_ort": {**m.graphs["llm_ort"], "precision": precision}}

@@ -56,6 +56,23 @@ def compact_cache(feeds: dict) -> dict:
     return {k: (v[:, :, :past] if k.startswith("past_") else v) for k, v in feeds.items()}
 
 
+def split_rows(feeds: dict) -> list[dict]:
+    """An llm_ort sample as one sample per batch row, each holding only that row's own tokens. Rows are
+    right-padded to the longest (a guidance prefill: the prompt beside a lone BOS), and GroupQueryAttention
+    leaves the padded query rows' outputs unwritten: garbage, sometimes NaN, that the runtime never reads
+    but that would poison activation ranges."""
+    if "query_seqlens" not in feeds:
+        return [feeds]
+    rows = []
+    for b, (new, last) in enumerate(zip(feeds["query_seqlens"].tolist(), feeds["seqlens_k"].tolist())):
+        past = last + 1 - new
+        row = {k: v[b:b + 1] for k, v in feeds.items() if v.ndim}
+        row.update({"inputs_embeds": row["inputs_embeds"][:, :new], "position_ids": row["position_ids"][:, :new],
+                    "total_sequence_length": np.array(last + 1, feeds["total_sequence_length"].dtype)})
+        rows.append({k: (v[:, :, :past] if k.startswith("past_") else v) for k, v in row.items()})
+    return rows
+
+
 def expand_cache(feeds: dict) -> dict:
     """The inverse of compact_cache: room for the call's new tokens after the kept ones (zeros beyond)."""
     if "query_seqlens" not in feeds:
@@ -164,15 +181,17 @@ class SampleReader:
 
     def __init__(self, folder: Path, inputs: list[str]):
         self.files = sorted(folder.glob("*.npz"))
-        self.inputs, self.position = inputs, 0
+        self.inputs, self.position, self.pending = inputs, 0, []
 
     def get_next(self):
-        if self.position >= len(self.files):
-            return None
-        with np.load(self.files[self.position]) as z:
-            feeds = expand_cache({k: z[k] for k in z.files})
-        self.position += 1
+        while not self.pending:
+            if self.position >= len(self.files):
+                return None
+            with np.load(self.files[self.position]) as z:
+                self.pending = split_rows({k: z[k] for k in z.files})
+            self.position += 1
+        feeds = expand_cache(self.pending.pop(0))
         return {k: feeds[k] for k in self.inputs}
 
     def rewind(self) -> None:
-        self.position = 0
+        self.position, self.pending = 0, []

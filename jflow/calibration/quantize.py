@@ -7,6 +7,8 @@ checkpoint. Nothing in the runtime changes: quantized graphs take and give the s
 - int4: the LLM's linear weights, lm_head included, as symmetric block-quantized INT4 weight-only QDQ
   (DequantizeLinear with block_size along the input dimension, opset 21): ONNX Runtime fuses it into
   MatMulNBits, TensorRT runs it as weight-only INT4. The other graphs take the int8 path.
+- In both LLM forms, Q/K/V and gate/up are packed into one MatMul each before quantizing (the packed weights
+  are written once and shared by both forms): one GEMM per shared input, as GenAI's builder does.
 Kept float (the precision policy): norm statistics, softmax and attention scores (MatMuls of two
 activations), GRN, everything computed from the time alone (sinusoids, time MLP, the adaLN scale/shift
 mappers), the ODE state and the Euler update, and the whole VAE. Quantizers: onnxruntime.quantization
@@ -26,8 +28,10 @@ import numpy as np
 from jflow.artifact.external_data import share_with
 from jflow.artifact.manifest import Manifest, write_manifest
 from jflow.artifact.precision import QUANTIZED, TOLERANCES
+from jflow.calibration import SMOOTH_ALPHA
 from jflow.calibration.collect import SampleReader, collect_samples
 from jflow.calibration.data import calibration_set
+from jflow.calibration.smooth import channel_maxima, smooth as smooth_gemms
 from jflow.errors import InputError
 from jflow.fsutil import check_new_dir, staged_dir
 
@@ -50,7 +54,7 @@ def plan(precision: str) -> dict[str, str]:
 
 def quantize_artifact(src: str | Path, out: str | Path, precision: str, calib: str | Path | None = None,
                       samples: int = 8, method: str = "minmax", block_size: int = 32, steps: int = 30,
-                      cache: str | Path | None = None, force: bool = False,
+                      smooth: float = SMOOTH_ALPHA, cache: str | Path | None = None, force: bool = False,
                       log: Callable[[str], None] = print) -> Path:
     """Quantize the fp32 artifact `src` into a new artifact `out`; checks every argument before any work."""
     if precision not in QUANTIZED:
@@ -59,16 +63,23 @@ def quantize_artifact(src: str | Path, out: str | Path, precision: str, calib: s
         raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     if not isinstance(block_size, int) or block_size < 16 or block_size & (block_size - 1):
         raise InputError(f"--block-size must be a power of two >= 16, got {block_size!r}")
+    if not isinstance(smooth, (int, float)) or not 0 <= smooth < 1:
+        raise InputError(f"--smooth must be a migration strength in [0, 1) (0: off), got {smooth!r}")
     m = Manifest.load(src)
     if m.precision != "fp32":
         raise InputError(f"{src} is a {m.precision} artifact; quantize reads an fp32 one (export it with "
                          "`jflow-export onnx --precision fp32`)")
+    linked = sorted(rel for rel in m.files if ".onnx" in rel and m.path(rel).stat().st_nlink > 1)
+    if linked:  # onnx refuses to read such weights (a guard against hard-link attacks), mid-way through
+        raise InputError(f"{src}/{linked[0]} has other hard links ({len(linked)} file(s) in all); onnx will not "
+                         "read weights from hard-linked files: quantize a real copy (cp -r, not cp -al or ln)")
     cset = calibration_set(samples, calib)
     out = check_new_dir(out, "the quantized artifact folder", replace=force)
     cache = Path(cache) if cache else _cache_dir()
     started = time.perf_counter()
     folder = collect_samples(m.root, cset, cache, steps=steps, log=log)
     targets = plan(precision)
+    smoothing = {"alpha": smooth, "maxima": None, "gemms": {}} if smooth else None  # measured once, both forms
     with staged_dir(out, replace=force) as tmp:
         _copy_unquantized(m, tmp, targets)
         for name, target in targets.items():
@@ -78,12 +89,12 @@ def quantize_artifact(src: str | Path, out: str | Path, precision: str, calib: s
             if target == "int4":
                 _int4(m.graph_path(name), tmp / m.graph(name)["file"], block_size)
             else:
-                _int8(m, name, tmp / m.graph(name)["file"], folder / name, method)
+                _int8(m, name, tmp / m.graph(name)["file"], folder / name, method, smoothing=smoothing)
             log(f"  {name:<12} {target} in {time.perf_counter() - begun:5.1f}s")
         if "llm_ort" in targets and "llm_ort" in m.graphs:
             saved = share_with(tmp / m.graph("llm")["file"], tmp / m.graph("llm_ort")["file"])
             log(f"  llm_ort shares {saved / 2**20:.1f} MiB of weights with llm")
-        data = _manifest(m, precision, targets, cset, method, block_size, folder)
+        data = _manifest(m, precision, targets, cset, method, block_size, folder, smoothing)
         write_manifest(tmp, data)
         _measure(tmp, data, log)
     log(f"wrote {out} ({precision}) in {time.perf_counter() - started:.0f}s")
@@ -144,6 +155,44 @@ def _copy_unquantized(m: Manifest, tmp: Path, targets: dict) -> None:
         shutil.copy2(m.root / rel, tmp / rel)
 
 
+def _pack_siblings(model) -> int:
+    """MatMuls that read the same input with constant weights (Q/K/V, gate/up) -> one MatMul on the weights
+    side by side, then a Split. Done before quantizing, in both LLM forms alike, so the packed weights are
+    the same bytes in both (stored once); the fp32/fp16 artifacts stay unpacked (ORT would have to fold the
+    packing at every session start). Returns the number of MatMuls packed away."""
+    from onnx import helper, numpy_helper
+    inits = {i.name: i for i in model.graph.initializer}
+    by_input: dict[str, list] = {}
+    for node in model.graph.node:
+        if node.op_type == "MatMul" and node.input[1] in inits and len(inits[node.input[1]].dims) == 2:
+            by_input.setdefault(node.input[0], []).append(node)
+    packed, nodes = 0, list(model.graph.node)
+    for source, group in by_input.items():
+        if len(group) < 2 or len({tuple(inits[n.input[1]].dims)[0] for n in group}) != 1:
+            continue
+        weights = [numpy_helper.to_array(inits[n.input[1]]) for n in group]
+        name = f"{group[0].name}.packed"
+        model.graph.initializer.append(numpy_helper.from_array(np.concatenate(weights, axis=1), f"{name}.weight"))
+        model.graph.initializer.append(numpy_helper.from_array(np.array([w.shape[1] for w in weights], np.int64),
+                                                               f"{name}.split"))
+        model.graph.value_info.append(helper.make_tensor_value_info(f"{name}/out", inits[group[0].input[1]].data_type,
+                                                                    None))  # typed, for the calibrator
+        first = nodes.index(group[0])
+        nodes[first] = helper.make_node("MatMul", [source, f"{name}.weight"], [f"{name}/out"], name=name)
+        nodes.insert(first + 1, helper.make_node("Split", [f"{name}/out", f"{name}.split"],
+                                                 [n.output[0] for n in group], name=f"{name}.split", axis=-1))
+        for node in group[1:]:
+            nodes.remove(node)
+        packed += len(group) - 1
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    used = {i for n in model.graph.node for i in n.input}
+    keep = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    return packed
+
+
 def _activation_products(model) -> list[str]:
     """MatMuls of two activations (attention scores, attention x V) stay float: quantize_static's
     MatMulConstBOnly option let SigLIP's through."""
@@ -168,13 +217,25 @@ def _time_only_nodes(model, time_inputs: tuple[str, ...]) -> list[str]:
     return names
 
 
-def _int8(m: Manifest, name: str, target: Path, samples: Path, method: str, exclude: list[str] = ()) -> None:
+def _int8(m: Manifest, name: str, target: Path, samples: Path, method: str, exclude: list[str] = (),
+          smoothing: dict | None = None) -> None:
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     if not any(samples.glob("*.npz")):
         raise InputError(f"no calibration samples for {name}; the calibration run recorded none (is --samples 0?)")
     source = m.graph_path(name)
-    model = onnx.load(str(source), load_external_data=False)
+    model = onnx.load(str(source), load_external_data=name in LLM_FORMS)
+    changed = name in LLM_FORMS and _pack_siblings(model) > 0  # quantize the packed graph (see _pack_siblings)
+    if name in LLM_FORMS and smoothing:
+        if smoothing["maxima"] is None:  # the first LLM form measures, both use it (identical bytes)
+            smoothing["maxima"] = channel_maxima(model, source, samples)
+        smoothing["gemms"][name] = smooth_gemms(model, smoothing["maxima"], smoothing["alpha"])
+        changed = True
+    if changed:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source = target.with_name(f".{target.stem}.packed.onnx")
+        onnx.save(model, str(source), save_as_external_data=True, location=f"{source.name}.data",
+                  size_threshold=1024, all_tensors_to_one_file=True)
     exclude = _time_only_nodes(model, TIME_INPUTS.get(name, ())) + _activation_products(model) + list(exclude)
     reader = SampleReader(samples, [i.name for i in model.graph.input])
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -193,6 +254,9 @@ def _int8(m: Manifest, name: str, target: Path, samples: Path, method: str, excl
                     extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "MatMulConstBOnly": True,
                                    "QuantizeBias": False, "DedicatedQDQPair": True,
                                    "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm", "Conv"]})
+    if source != m.graph_path(name):
+        source.unlink()
+        source.with_name(f"{source.name}.data").unlink(missing_ok=True)
     _finish(target)
 
 
@@ -202,6 +266,7 @@ def _int4(source: Path, target: Path, block_size: int, symmetric: bool = True) -
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
     model = onnx.load(str(source), load_external_data=True)
     _gemm_as_matmul(model)  # lm_head is a Gemm(transB): the weight-only quantizer takes MatMuls
+    _pack_siblings(model)
     quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=block_size, is_symmetric=symmetric, accuracy_level=4,
                                      quant_format=QuantFormat.QDQ, op_types_to_quantize=("MatMul",))
     quantizer.process()
@@ -262,7 +327,8 @@ def _finish(target: Path) -> None:
               all_tensors_to_one_file=True)
 
 
-def _manifest(m: Manifest, precision: str, targets: dict, cset, method: str, block_size: int, folder: Path) -> dict:
+def _manifest(m: Manifest, precision: str, targets: dict, cset, method: str, block_size: int, folder: Path,
+              smoothing: dict | None) -> dict:
     import json
     data = {k: v for k, v in m.data.items() if k not in ("files", "engines", "schema_version", "jflow_version")}
     graphs = {name: dict(entry) for name, entry in m.graphs.items()}
@@ -276,7 +342,10 @@ def _manifest(m: Manifest, precision: str, targets: dict, cset, method: str, blo
         "from": {"precision": m.precision, "manifest_sha256": m.digest},
         "graphs": {n: t for n, t in targets.items() if n in graphs},
         "int8": {"weights": "per-channel symmetric int8", "activations": "per-tensor symmetric int8",
-                 "calibration": method, "format": "QDQ (zero point 0)"},
+                 "calibration": method, "format": "QDQ (zero point 0)",
+                 "smoothing": {"method": "SmoothQuant (scales folded into the RMSNorm gains and up_proj)",
+                               "alpha": smoothing["alpha"], "gemms": smoothing["gemms"]}
+                 if smoothing and smoothing["gemms"] else None},
         "int4": {"weights": f"symmetric int4, blocks of {block_size} along the input dimension",
                  "activations": "float (weight-only)", "format": "QDQ DequantizeLinear(block_size), opset 21",
                  "onnxruntime": "MatMulNBits, accuracy level 4"} if precision == "int4" else None,

@@ -2,6 +2,7 @@
 policy wants it and nowhere else, TensorRT-compatible scales, verify, the runtime, MatMulNBits in ORT."""
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -21,25 +22,6 @@ from jflow.runtime.verify import verify_artifact
 QUANTIZED_OPS = {"MatMul", "Gemm", "Conv"}
 FLOAT_ONLY_OPS = {"SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization", "LayerNormalization",
                   "Softmax", "ReduceMean", "ReduceL2", "Sin", "Cos", "GroupQueryAttention"}
-
-
-@pytest.fixture(scope="session")
-def photos(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("photos")
-    rng = np.random.default_rng(3)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 256, (180 + 40 * i, 240, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
-    return folder
-
-
-@pytest.fixture(scope="session")
-def quantized(tiny_artifact, photos, tmp_path_factory):
-    root = tmp_path_factory.mktemp("quant")
-    out = {}
-    for precision in ("int8", "int4"):
-        out[precision] = quantize_artifact(tiny_artifact, root / precision, precision, calib=photos, samples=2,
-                                           steps=3, cache=root / "cache", log=lambda _: None)
-    return out
 
 
 def _graph(art, name):
@@ -159,6 +141,18 @@ def test_int4_is_blocked_weight_only_and_becomes_matmulnbits_in_onnxruntime(quan
         assert ops.count("MatMulNBits") >= 7 and "DequantizeLinear" not in ops, name
 
 
+@pytest.mark.parametrize("precision", ["int8", "int4"])
+def test_qkv_and_gate_up_are_packed_in_both_llm_forms(quantized, tiny_ref, precision):
+    layers = tiny_ref.model.config.language["num_hidden_layers"]
+    for name in ("llm", "llm_ort"):
+        model = _graph(quantized[precision], name)
+        produced = {o: n.op_type for n in model.graph.node for o in n.output}
+        weight_gemms = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm")
+                        and produced.get(n.input[1]) == "DequantizeLinear"]
+        assert len(weight_gemms) == 4 * layers + 1, (name, len(weight_gemms))  # qkv, o, gate_up, down; lm_head
+        assert sum(n.op_type == "Split" and n.name.endswith(".packed.split") for n in model.graph.node) == 2 * layers
+
+
 def test_both_llm_forms_share_their_quantized_weights(quantized):
     for art in quantized.values():
         fused = onnx.load(str(art / "onnx" / "llm_ort.onnx"), load_external_data=False)
@@ -206,6 +200,12 @@ def test_bad_input_is_one_line_and_writes_nothing(tiny_artifact, quantized, phot
         result = CliRunner().invoke(main, ["quantize", *args, "--out", str(tmp_path / "out")])
         assert result.exit_code == 1 and message in result.output, (args, result.output)
         assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+    linked = tmp_path / "linked"
+    shutil.copytree(tiny_artifact, linked, copy_function=os.link)
+    result = CliRunner().invoke(main, ["quantize", str(linked), "--precision", "int8", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "has other hard links" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+    shutil.rmtree(linked)
     result = CliRunner().invoke(main, ["quantize", str(tiny_artifact), "--precision", "int8",
                                        "--out", str(quantized["int4"])])
     assert result.exit_code == 1 and "already exists" in result.output

@@ -1,0 +1,158 @@
+"""SmoothQuant-style smoothing of the LLM before int8 quantization: an exact float rewrite, not a quantizer.
+
+A few input channels of an LLM's GEMMs carry activations hundreds of times larger than the rest; with one
+int8 scale per tensor, they leave the others a handful of levels. Smoothing divides channel j of a GEMM's
+input X by s_j and multiplies row j of its weight W by s_j, so X @ W is unchanged in exact arithmetic:
+
+    s_j = max|X_j| ** alpha / max|W_j,:| ** (1 - alpha)
+
+(Xiao et al., SmoothQuant, 2023). The division is folded into whatever makes X, so nothing runs at
+inference time: the RMSNorm gain feeding Q/K/V and gate/up, and the up_proj columns feeding down_proj
+(X = silu(gate) * up is linear in up). o_proj's input (attention over V) is left alone.
+
+Both LLM forms must end up with identical bytes (they share their weights), so the per-channel maxima are
+measured once, on the first form, and keyed by the GEMM weight's content, which both forms share. Only
+fp32 graphs are smoothed (quantize reads fp32 artifacts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+NORMS = ("Mul", "SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization")
+
+
+@dataclass
+class Pair:
+    """One smoothable GEMM: its input tensor, its weight, and the initializer (and columns) making its input."""
+    matmul: str
+    tensor: str          # X
+    weight: str          # W [K, N]
+    source: str          # the gain [K] (kind "gain") or the up weight [., M] (kind "columns")
+    kind: str
+    columns: slice = field(default_factory=lambda: slice(None))
+
+
+def digest(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:24]
+
+
+def find_pairs(model) -> list[Pair]:
+    """The GEMMs whose input is made by a norm gain or by an up projection, each used by that GEMM alone."""
+    inits = {i.name: i for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    uses: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    outputs = {o.name for o in model.graph.output}
+    pairs = []
+    for node in model.graph.node:
+        if node.op_type != "MatMul" or node.input[1] not in inits or len(inits[node.input[1]].dims) != 2:
+            continue
+        x, k = node.input[0], inits[node.input[1]].dims[0]
+        made = producer.get(x)
+        if made is None or uses.get(x) != 1 or x in outputs:
+            continue
+        gains = [i for i in made.input if i in inits and list(inits[i].dims) == [k] and uses[i] == 1]
+        if made.op_type in NORMS and made.output[0] == x and len(gains) == 1:
+            pairs.append(Pair(node.name, x, node.input[1], gains[0], "gain"))
+        elif made.op_type == "Mul" and not gains:
+            up = _up_columns(made, inits, producer, uses, k)
+            if up:
+                pairs.append(Pair(node.name, x, node.input[1], *up))
+    return pairs
+
+
+def _up_columns(mul, inits, producer, uses, k: int):
+    """(weight, "columns", slice) when one factor of `mul` comes straight from a constant-weight MatMul,
+    or from one part of a Split of one (a packed gate/up), and feeds nothing else; None otherwise."""
+    from onnx import numpy_helper
+    for factor in mul.input:
+        made = producer.get(factor)
+        if made is None or uses.get(factor) != 1:
+            continue
+        if made.op_type == "MatMul" and made.input[1] in inits and inits[made.input[1]].dims[-1] == k:
+            return made.input[1], "columns", slice(None)
+        if made.op_type == "Split" and len(made.input) > 1 and made.input[1] in inits:
+            packed = producer.get(made.input[0])
+            if packed is None or packed.op_type != "MatMul" or packed.input[1] not in inits:
+                continue
+            sizes = numpy_helper.to_array(inits[made.input[1]]).tolist()
+            index = list(made.output).index(factor)
+            start = int(sum(sizes[:index]))
+            if sizes[index] == k:
+                return packed.input[1], "columns", slice(start, start + k)
+    return None
+
+
+def channel_maxima(model, source: Path, samples: Path) -> dict[str, np.ndarray]:
+    """max |X_j| over every calibration sample for each smoothable GEMM of `model` (weights in memory),
+    keyed by the digest of its weight. Measured on `source`, the float graph `model` was made from: packing
+    renames no activations, and that file's weights are read where they lie (nothing is written)."""
+    import onnx
+    import onnxruntime as ort
+
+    from jflow.calibration.collect import SampleReader
+    inits = {i.name: i for i in model.graph.initializer}
+    keys = {p.tensor: digest(_array(inits[p.weight])) for p in find_pairs(model)}
+    probe = onnx.load(str(source), load_external_data=False)
+    for tensor in keys:
+        probe.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(source.parent))
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every X as it is
+    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    reader = SampleReader(samples, [i.name for i in session.get_inputs()])
+    maxima: dict[str, np.ndarray] = {}
+    while (feeds := reader.get_next()) is not None:
+        for tensor, value in zip(keys, session.run(list(keys), feeds)):
+            m = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0)
+            maxima[tensor] = np.maximum(maxima[tensor], m) if tensor in maxima else m
+    if keys and not maxima:
+        raise ValueError(f"no calibration samples in {samples}")
+    return {keys[t]: m.astype(np.float32) for t, m in maxima.items()}
+
+
+def _array(init) -> np.ndarray:
+    from onnx import numpy_helper
+    return numpy_helper.to_array(init)
+
+
+def smooth(model, maxima: dict[str, np.ndarray], alpha: float) -> int:
+    """Rewrite `model` (weights loaded in memory) in place; returns how many GEMMs were smoothed. GEMMs
+    without measured maxima (not in `maxima`) are left as they are."""
+    from onnx import numpy_helper
+    inits = {i.name: i for i in model.graph.initializer}
+    arrays: dict[str, np.ndarray] = {}
+
+    def array(name: str) -> np.ndarray:
+        if name not in arrays:
+            arrays[name] = _array(inits[name]).astype(np.float32)  # a copy, changed below
+        return arrays[name]
+
+    pairs = find_pairs(model)
+    plans = []
+    for pair in pairs:  # every scale from the original weights, before any is changed
+        weight = array(pair.weight)
+        x_max = maxima.get(digest(weight))
+        if x_max is None or x_max.shape != (weight.shape[0],):
+            continue
+        w_max = np.abs(weight).max(axis=1)
+        s = np.where((x_max > 0) & (w_max > 0),
+                     np.power(np.maximum(x_max, 1e-5), alpha) / np.power(np.maximum(w_max, 1e-5), 1 - alpha), 1.0)
+        plans.append((pair, np.clip(s, 1e-5, 1e5).astype(np.float32)))
+    for pair, s in plans:
+        arrays[pair.weight] = array(pair.weight) * s[:, None]
+        if pair.kind == "gain":
+            arrays[pair.source] = array(pair.source) / s
+        else:
+            source = array(pair.source)
+            source[:, pair.columns] = source[:, pair.columns] / s
+    for name, value in arrays.items():
+        inits[name].CopyFrom(numpy_helper.from_array(value.astype(np.float32), name))
+    return len(plans)

@@ -1,0 +1,40 @@
+"""Calibration samples read back as the graph saw them, minus what the runtime never reads."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+
+from jflow.calibration.collect import SampleReader, expand_cache, split_rows
+
+
+def test_padded_llm_ort_samples_split_into_rows_of_their_own_tokens(tiny_artifact, quantized):
+    # A guidance prefill pads the unconditional row (BOS alone) to the prompt's length; GroupQueryAttention
+    # leaves padded query rows unwritten, so their activations are garbage (NaN at times) and must not be
+    # calibrated on. Each row, read alone, must give exactly the batched call's outputs for its own tokens.
+    session = ort.InferenceSession(str(tiny_artifact / "onnx" / "llm_ort.onnx"), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    folder = next((quantized["int8"].parent / "cache").glob("*/llm_ort"))
+    padded = 0
+    for file in sorted(folder.glob("*.npz")):
+        with np.load(file) as z:
+            sample = {k: z[k] for k in z.files}
+        rows = split_rows(sample)
+        assert len(rows) == len(sample["query_seqlens"])
+        if len(set(sample["query_seqlens"].tolist())) == 1:
+            continue
+        padded += 1
+        batched = dict(zip([o.name for o in session.get_outputs()],
+                           session.run(None, {k: v for k, v in expand_cache(sample).items() if k in names})))
+        for b, row in enumerate(rows):
+            new = int(sample["query_seqlens"][b])
+            assert row["inputs_embeds"].shape[:2] == (1, new)
+            hidden, logits = session.run(["hidden_states", "logits"], {k: v for k, v in expand_cache(row).items()
+                                                                      if k in names})
+            assert np.isfinite(hidden).all()
+            np.testing.assert_allclose(hidden[0], batched["hidden_states"][b, :new], rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(logits[0], batched["logits"][b], rtol=1e-4, atol=1e-5)
+    assert padded, "the calibration run recorded no padded (guidance prefill) sample"
+    reader = SampleReader(folder, names)
+    count = sum(1 for _ in iter(reader.get_next, None))
+    assert count == sum(len(np.load(f)["query_seqlens"]) for f in folder.glob("*.npz"))
