@@ -71,12 +71,17 @@ with staged_dir(sys.argv[1]) as folder:
 """
 
 
-def test_a_killed_writer_leaves_a_partial_that_the_next_run_removes(tmp_path):
-    out = tmp_path / "art"
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(out)], stdout=subprocess.PIPE, text=True)
+def kill_while_writing(script: str, target) -> None:
+    """Run `script` on `target` in a child process and SIGKILL it once it says it is writing."""
+    proc = subprocess.Popen([sys.executable, "-c", script, str(target)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "writing"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def test_a_killed_writer_leaves_a_partial_that_the_next_run_removes(tmp_path):
+    out = tmp_path / "art"
+    kill_while_writing(WRITER, out)
     assert len(partials(tmp_path, "art")) == 1 and not out.exists()
     with fsutil.staged_dir(out) as folder:
         (folder / "graph.onnx").write_bytes(b"whole")
@@ -129,10 +134,7 @@ with scratch_dir(sys.argv[1]) as scratch:
 
 
 def test_a_killed_ort_build_leaves_a_scratch_folder_that_the_next_one_removes(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-c", SCRATCH_WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "writing"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_while_writing(SCRATCH_WRITER, tmp_path)
     assert len(list(tmp_path.iterdir())) == 1
     unmarked = tmp_path / f"{fsutil.SCRATCH}someone-elses"
     unmarked.mkdir()

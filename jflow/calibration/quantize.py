@@ -28,10 +28,10 @@ import numpy as np
 from jflow.artifact.external_data import share_with
 from jflow.artifact.manifest import Manifest, write_manifest
 from jflow.artifact.precision import QUANTIZED, TOLERANCES
-from jflow.calibration import SMOOTH_ALPHA
+from jflow.calibration import FLOAT_DOWN, SMOOTH_ALPHA
 from jflow.calibration.collect import SampleReader, collect_samples
 from jflow.calibration.data import calibration_set
-from jflow.calibration.smooth import channel_maxima, smooth as smooth_gemms
+from jflow.calibration.smooth import channel_maxima, find_pairs, smooth as smooth_gemms
 from jflow.errors import InputError
 from jflow.fsutil import check_new_dir, staged_dir
 
@@ -54,7 +54,7 @@ def plan(precision: str) -> dict[str, str]:
 
 def quantize_artifact(src: str | Path, out: str | Path, precision: str, calib: str | Path | None = None,
                       samples: int = 8, method: str = "minmax", block_size: int = 32, steps: int = 30,
-                      smooth: float = SMOOTH_ALPHA, cache: str | Path | None = None, force: bool = False,
+                      smooth: float = SMOOTH_ALPHA, float_down: bool = FLOAT_DOWN, cache: str | Path | None = None, force: bool = False,
                       log: Callable[[str], None] = print) -> Path:
     """Quantize the fp32 artifact `src` into a new artifact `out`; checks every argument before any work."""
     if precision not in QUANTIZED:
@@ -65,6 +65,8 @@ def quantize_artifact(src: str | Path, out: str | Path, precision: str, calib: s
         raise InputError(f"--block-size must be a power of two >= 16, got {block_size!r}")
     if not isinstance(smooth, (int, float)) or not 0 <= smooth < 1:
         raise InputError(f"--smooth must be a migration strength in [0, 1) (0: off), got {smooth!r}")
+    if not isinstance(float_down, bool):
+        raise InputError(f"float_down must be True or False, got {float_down!r}")
     m = Manifest.load(src)
     if m.precision != "fp32":
         raise InputError(f"{src} is a {m.precision} artifact; quantize reads an fp32 one (export it with "
@@ -80,6 +82,7 @@ def quantize_artifact(src: str | Path, out: str | Path, precision: str, calib: s
     folder = collect_samples(m.root, cset, cache, steps=steps, log=log)
     targets = plan(precision)
     smoothing = {"alpha": smooth, "maxima": None, "gemms": {}} if smooth else None  # measured once, both forms
+    float_gemms: dict[str, int] = {}  # LLM form -> GEMMs kept float
     with staged_dir(out, replace=force) as tmp:
         _copy_unquantized(m, tmp, targets)
         for name, target in targets.items():
@@ -89,12 +92,13 @@ def quantize_artifact(src: str | Path, out: str | Path, precision: str, calib: s
             if target == "int4":
                 _int4(m.graph_path(name), tmp / m.graph(name)["file"], block_size)
             else:
-                _int8(m, name, tmp / m.graph(name)["file"], folder / name, method, smoothing=smoothing)
+                _int8(m, name, tmp / m.graph(name)["file"], folder / name, method, smoothing=smoothing,
+                      float_down=float_down, float_gemms=float_gemms)
             log(f"  {name:<12} {target} in {time.perf_counter() - begun:5.1f}s")
         if "llm_ort" in targets and "llm_ort" in m.graphs:
             saved = share_with(tmp / m.graph("llm")["file"], tmp / m.graph("llm_ort")["file"])
             log(f"  llm_ort shares {saved / 2**20:.1f} MiB of weights with llm")
-        data = _manifest(m, precision, targets, cset, method, block_size, folder, smoothing)
+        data = _manifest(m, precision, targets, cset, method, block_size, folder, smoothing, float_gemms)
         write_manifest(tmp, data)
         _measure(tmp, data, log)
     log(f"wrote {out} ({precision}) in {time.perf_counter() - started:.0f}s")
@@ -184,6 +188,7 @@ def _pack_siblings(model) -> int:
         for node in group[1:]:
             nodes.remove(node)
         packed += len(group) - 1
+    _attention_reads_packed_qkv(nodes)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     used = {i for n in model.graph.node for i in n.input}
@@ -191,6 +196,24 @@ def _pack_siblings(model) -> int:
     del model.graph.initializer[:]
     model.graph.initializer.extend(keep)
     return packed
+
+
+def _attention_reads_packed_qkv(nodes: list) -> None:
+    """GroupQueryAttention takes Q, K and V packed in one tensor (key and value left empty): where a packed
+    MatMul's Split feeds exactly an attention's q, k, v, drop the Split (one node less per layer in decode,
+    where each node costs as much as its work; GenAI's graphs do the same)."""
+    readers: dict[str, int] = {}
+    for node in nodes:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    splits = {tuple(n.output): n for n in nodes if n.op_type == "Split"}
+    for node in nodes:
+        if node.op_type != "GroupQueryAttention" or len(node.input) < 3:
+            continue
+        split = splits.get(tuple(node.input[:3]))
+        if split is not None and all(readers.get(o) == 1 for o in split.output):
+            node.input[0], node.input[1], node.input[2] = split.input[0], "", ""
+            nodes.remove(split)
 
 
 def _activation_products(model) -> list[str]:
@@ -218,7 +241,10 @@ def _time_only_nodes(model, time_inputs: tuple[str, ...]) -> list[str]:
 
 
 def _int8(m: Manifest, name: str, target: Path, samples: Path, method: str, exclude: list[str] = (),
-          smoothing: dict | None = None) -> None:
+          smoothing: dict | None = None, float_down: bool = False, float_gemms: dict | None = None) -> None:
+    """W8A8 QDQ of graph `name` into `target`. LLM forms: packed, then smoothed (`smoothing`, shared by both
+    forms); float_down keeps the MLP down projections float (found structurally: the GEMM reading
+    silu(gate) * up), and float_gemms[name] counts them."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     if not any(samples.glob("*.npz")):
@@ -226,17 +252,20 @@ def _int8(m: Manifest, name: str, target: Path, samples: Path, method: str, excl
     source = m.graph_path(name)
     model = onnx.load(str(source), load_external_data=name in LLM_FORMS)
     changed = name in LLM_FORMS and _pack_siblings(model) > 0  # quantize the packed graph (see _pack_siblings)
+    down = [p.matmul for p in find_pairs(model) if p.kind == "columns"] if name in LLM_FORMS and float_down else []
+    if float_gemms is not None and name in LLM_FORMS:
+        float_gemms[name] = len(down)
     if name in LLM_FORMS and smoothing:
         if smoothing["maxima"] is None:  # the first LLM form measures, both use it (identical bytes)
             smoothing["maxima"] = channel_maxima(model, source, samples)
-        smoothing["gemms"][name] = smooth_gemms(model, smoothing["maxima"], smoothing["alpha"])
+        smoothing["gemms"][name] = smooth_gemms(model, smoothing["maxima"], smoothing["alpha"], skip=set(down))
         changed = True
     if changed:
         target.parent.mkdir(parents=True, exist_ok=True)
         source = target.with_name(f".{target.stem}.packed.onnx")
         onnx.save(model, str(source), save_as_external_data=True, location=f"{source.name}.data",
                   size_threshold=1024, all_tensors_to_one_file=True)
-    exclude = _time_only_nodes(model, TIME_INPUTS.get(name, ())) + _activation_products(model) + list(exclude)
+    exclude = _time_only_nodes(model, TIME_INPUTS.get(name, ())) + _activation_products(model) + down + list(exclude)
     reader = SampleReader(samples, [i.name for i in model.graph.input])
     target.parent.mkdir(parents=True, exist_ok=True)
     quantize_static(str(source), str(target), reader, quant_format=QuantFormat.QDQ,
@@ -260,7 +289,7 @@ def _int8(m: Manifest, name: str, target: Path, samples: Path, method: str, excl
     _finish(target)
 
 
-def _int4(source: Path, target: Path, block_size: int, symmetric: bool = True) -> None:
+def _int4(source: Path, target: Path, block_size: int, symmetric: bool = True, exclude: tuple[str, ...] = ()) -> None:
     import onnx
     from onnxruntime.quantization import QuantFormat
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
@@ -268,7 +297,8 @@ def _int4(source: Path, target: Path, block_size: int, symmetric: bool = True) -
     _gemm_as_matmul(model)  # lm_head is a Gemm(transB): the weight-only quantizer takes MatMuls
     _pack_siblings(model)
     quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=block_size, is_symmetric=symmetric, accuracy_level=4,
-                                     quant_format=QuantFormat.QDQ, op_types_to_quantize=("MatMul",))
+                                     quant_format=QuantFormat.QDQ, op_types_to_quantize=("MatMul",),
+                                     nodes_to_exclude=list(exclude))
     quantizer.process()
     target.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(quantizer.model.model, str(target), save_as_external_data=True, location=f"{target.name}.data",
@@ -328,7 +358,7 @@ def _finish(target: Path) -> None:
 
 
 def _manifest(m: Manifest, precision: str, targets: dict, cset, method: str, block_size: int, folder: Path,
-              smoothing: dict | None) -> dict:
+              smoothing: dict | None, float_gemms: dict) -> dict:
     import json
     data = {k: v for k, v in m.data.items() if k not in ("files", "engines", "schema_version", "jflow_version")}
     graphs = {name: dict(entry) for name, entry in m.graphs.items()}
@@ -345,11 +375,15 @@ def _manifest(m: Manifest, precision: str, targets: dict, cset, method: str, blo
                  "calibration": method, "format": "QDQ (zero point 0)",
                  "smoothing": {"method": "SmoothQuant (scales folded into the RMSNorm gains and up_proj)",
                                "alpha": smoothing["alpha"], "gemms": smoothing["gemms"]}
-                 if smoothing and smoothing["gemms"] else None},
+                 if smoothing and smoothing["gemms"] else None,
+                 "llm_float_gemms": {"which": "MLP down projections (input silu(gate) * up: too heavy-tailed "
+                                              "for one int8 scale)", "count": float_gemms}
+                 if any(float_gemms.values()) else None},
         "int4": {"weights": f"symmetric int4, blocks of {block_size} along the input dimension",
                  "activations": "float (weight-only)", "format": "QDQ DequantizeLinear(block_size), opset 21",
                  "onnxruntime": "MatMulNBits, accuracy level 4"} if precision == "int4" else None,
-        "kept_float": KEPT_FLOAT, "calibration_set": cset.to_manifest(), "samples": samples["samples"],
+        "kept_float": KEPT_FLOAT + (["the LLM's MLP down projections (int8)"] if any(float_gemms.values()) else []),
+        "calibration_set": cset.to_manifest(), "samples": samples["samples"],
         "ode_steps": samples["steps"], "decode_positions": samples["decode_positions"],
         "tools": {t: version(t) for t in ("onnxruntime", "onnx")}})
     return data

@@ -123,9 +123,9 @@ def _array(init) -> np.ndarray:
     return numpy_helper.to_array(init)
 
 
-def smooth(model, maxima: dict[str, np.ndarray], alpha: float) -> int:
+def smooth(model, maxima: dict[str, np.ndarray], alpha: float, skip: set[str] = frozenset()) -> int:
     """Rewrite `model` (weights loaded in memory) in place; returns how many GEMMs were smoothed. GEMMs
-    without measured maxima (not in `maxima`) are left as they are."""
+    without measured maxima (not in `maxima`) or named in `skip` (kept float) are left as they are."""
     from onnx import numpy_helper
     inits = {i.name: i for i in model.graph.initializer}
     arrays: dict[str, np.ndarray] = {}
@@ -138,6 +138,8 @@ def smooth(model, maxima: dict[str, np.ndarray], alpha: float) -> int:
     pairs = find_pairs(model)
     plans = []
     for pair in pairs:  # every scale from the original weights, before any is changed
+        if pair.matmul in skip:
+            continue
         weight = array(pair.weight)
         x_max = maxima.get(digest(weight))
         if x_max is None or x_max.shape != (weight.shape[0],):

@@ -149,8 +149,33 @@ def test_qkv_and_gate_up_are_packed_in_both_llm_forms(quantized, tiny_ref, preci
         produced = {o: n.op_type for n in model.graph.node for o in n.output}
         weight_gemms = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm")
                         and produced.get(n.input[1]) == "DequantizeLinear"]
-        assert len(weight_gemms) == 4 * layers + 1, (name, len(weight_gemms))  # qkv, o, gate_up, down; lm_head
-        assert sum(n.op_type == "Split" and n.name.endswith(".packed.split") for n in model.graph.node) == 2 * layers
+        down = 0 if precision == "int8" else 1  # int8 keeps the down projections float
+        assert len(weight_gemms) == (3 + down) * layers + 1, (name, len(weight_gemms))  # qkv, o, gate_up; lm_head
+        splits = sum(n.op_type == "Split" and n.name.endswith(".packed.split") for n in model.graph.node)
+        attention = [n for n in model.graph.node if n.op_type == "GroupQueryAttention"]
+        if name == "llm_ort":  # attention reads the packed QKV itself: only gate/up is split
+            assert splits == layers and len(attention) == layers
+            assert all(n.input[1] == n.input[2] == "" and produced[n.input[0]] in ("MatMul", "MatMulNBits")
+                       for n in attention)
+        else:
+            assert splits == 2 * layers
+
+
+def test_int8_keeps_the_mlp_down_projections_float_in_both_llm_forms(quantized, tiny_ref):
+    # The GEMM reading silu(gate) * up: float weight, float input; every other LLM GEMM is W8A8.
+    layers = tiny_ref.model.config.language["num_hidden_layers"]
+    for name in ("llm", "llm_ort"):
+        model = _graph(quantized["int8"], name)
+        inits = {i.name for i in model.graph.initializer}
+        produced = {o: n for n in model.graph.node for o in n.output}
+        float_gemms = [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inits]
+        assert len(float_gemms) == layers, (name, [n.name for n in float_gemms])
+        for node in float_gemms:
+            made = produced[node.input[0]]
+            assert made.op_type == "Mul" and any(produced[i].op_type == "Split" for i in made.input), node.name
+    q = Manifest.load(quantized["int8"]).data["quantization"]
+    assert q["int8"]["llm_float_gemms"]["count"] == {"llm": layers, "llm_ort": layers}
+    assert "the LLM's MLP down projections (int8)" in q["kept_float"]
 
 
 def test_both_llm_forms_share_their_quantized_weights(quantized):
