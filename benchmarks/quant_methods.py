@@ -41,6 +41,8 @@ VARIANTS = {
     "int8-smooth0.5-o-float": ("int8", {"method": "minmax", "smooth": 0.5, "float": ("o_proj",)}),
     "int8-smooth0.5-down-float": ("int8", {"method": "minmax", "smooth": 0.5, "float": ("down_proj",)}),
     "int8-smooth0.8-down-float": ("int8", {"method": "minmax", "smooth": 0.8, "float": ("down_proj",)}),
+    "int8-smooth0.8-down-o-float": ("int8", {"method": "minmax", "smooth": 0.8, "float": ("down_proj", "o_proj")}),
+    "int8-smooth0.9-down-float": ("int8", {"method": "minmax", "smooth": 0.9, "float": ("down_proj",)}),
     # Not a TensorRT form (per-call asymmetric uint8 activation ranges): what llm_ort, an ORT-only graph,
     # would gain from ORT's dynamic quantization (DynamicQuantizeMatMul).
     "int8-dynamic": ("int8", {"dynamic": True}),
@@ -48,11 +50,13 @@ VARIANTS = {
     "int4-sym-g16": ("int4", {"block": 16, "symmetric": True}),
     "int4-asym-g32": ("int4", {"block": 32, "symmetric": False}),
     "int4-sym-g32-lm_head-float": ("int4", {"block": 32, "symmetric": True, "float": ("lm_head",)}),
+    "int4-sym-g32-smooth0.3": ("int4", {"block": 32, "symmetric": True, "smooth": 0.3}),
+    "int4-sym-g32-smooth0.5": ("int4", {"block": 32, "symmetric": True, "smooth": 0.5}),
 }
 
 
 def _variant_artifact(fp32: Path, samples: Path, precision: str, how: dict, out: Path) -> Path:
-    """A copy of the fp32 artifact whose llm_ort is this variant (the other files hard-linked)."""
+    """A copy of the fp32 artifact whose llm_ort is this variant."""
     import onnx
 
     from jflow.artifact.manifest import Manifest, update_manifest
@@ -70,6 +74,17 @@ def _variant_artifact(fp32: Path, samples: Path, precision: str, how: dict, out:
         keep = [n.name for n in model.graph.node if any(n.name.endswith(s) for s in how.get("float", ()))]
         smoothing = {"alpha": how["smooth"], "maxima": None, "gemms": {}} if how.get("smooth") else None
         q._int8(m, "llm_ort", target, samples / "llm_ort", how["method"], exclude=keep, smoothing=smoothing)
+    elif how.get("smooth"):  # activation-aware scaling before int4 (AWQ's idea, one alpha, no search)
+        from jflow.calibration.smooth import channel_maxima, smooth
+        source = fp32 / "onnx" / "llm_ort.onnx"
+        model = onnx.load(str(source), load_external_data=True)
+        q._pack_siblings(model)
+        smooth(model, channel_maxima(model, source, samples / "llm_ort"), how["smooth"])
+        scaled = out / "scaled.onnx"
+        onnx.save(model, str(scaled), save_as_external_data=True, location="scaled.onnx.data", size_threshold=1024)
+        q._int4(scaled, target, how["block"], symmetric=how["symmetric"], exclude=how.get("float", ()))
+        scaled.unlink()
+        (out / "scaled.onnx.data").unlink()
     else:
         q._int4(fp32 / "onnx" / "llm_ort.onnx", target, how["block"], symmetric=how["symmetric"],
                 exclude=how.get("float", ()))
