@@ -75,10 +75,11 @@ def _variant_artifact(fp32: Path, samples: Path, precision: str, how: dict, out:
         smoothing = {"alpha": how["smooth"], "maxima": None, "gemms": {}} if how.get("smooth") else None
         q._int8(m, "llm_ort", target, samples / "llm_ort", how["method"], exclude=keep, smoothing=smoothing)
     elif how.get("smooth"):  # activation-aware scaling before int4 (AWQ's idea, one alpha, no search)
+        from jflow.calibration.llm_graph import pack_siblings
         from jflow.calibration.smooth import channel_maxima, smooth
         source = fp32 / "onnx" / "llm_ort.onnx"
         model = onnx.load(str(source), load_external_data=True)
-        q._pack_siblings(model)
+        pack_siblings(model)
         smooth(model, channel_maxima(model, source, samples / "llm_ort"), how["smooth"])
         scaled = out / "scaled.onnx"
         onnx.save(model, str(scaled), save_as_external_data=True, location="scaled.onnx.data", size_threshold=1024)
@@ -98,8 +99,9 @@ def _dynamic(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from jflow.calibration import quantize as q
+    from jflow.calibration.llm_graph import pack_siblings
     model = onnx.load(str(source), load_external_data=True)
-    q._pack_siblings(model)
+    pack_siblings(model)
     packed = target.with_name(".packed.onnx")
     onnx.save(model, str(packed), save_as_external_data=True, location=".packed.onnx.data", size_threshold=1024)
     quantize_dynamic(str(packed), str(target), weight_type=QuantType.QInt8, per_channel=True,

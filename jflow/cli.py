@@ -9,7 +9,7 @@ import time
 import click
 
 from jflow import __version__
-from jflow.calibration import FLOAT_DOWN, SMOOTH_ALPHA
+from jflow.calibration import KEEP_FLOAT, SMOOTH_ALPHA
 from jflow.cli_types import FiniteFloat, Seed
 from jflow.errors import JFlowError
 from jflow.fsutil import atomic_write_bytes, check_new_dir, check_writable_dir, check_writable_file
@@ -130,16 +130,19 @@ def onnx_command(model, out, precision, max_batch, max_context, max_new_tokens, 
               help="ODE steps of each calibration generation (samples are spread over all of them).")
 @click.option("--smooth", default=SMOOTH_ALPHA, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="int8: SmoothQuant migration strength for the LLM's GEMMs, folded into its weights (0: off).")
-@click.option("--float-down/--int8-down", default=FLOAT_DOWN, show_default=True,
-              help="int8: keep the LLM's MLP down projections float (their input, silu(gate)*up, is too "
-                   "heavy-tailed for one int8 scale).")
+@click.option("--keep-float", default=",".join(KEEP_FLOAT), show_default=True,
+              help="int8: LLM GEMMs left float, by role, comma-separated: down (the MLP down projections: "
+                   "their input silu(gate)*up is too heavy-tailed for one int8 scale), o (attention output "
+                   "projections), or none.")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
-def quantize_command(src, out, precision, calib, samples, method, block_size, steps, smooth, float_down, force):
+def quantize_command(src, out, precision, calib, samples, method, block_size, steps, smooth, keep_float, force):
     """Quantize the fp32 artifact SRC into a new INT8 or INT4 artifact OUT, calibrated on this runtime's own
     inputs (cached under ~/.cache/jflow/calibration)."""
     from jflow.calibration.quantize import quantize_artifact
     quantize_artifact(src, out, precision, calib=calib, samples=samples, method=method, block_size=block_size,
-                      steps=steps, smooth=smooth, float_down=float_down, force=force, log=lambda line: click.echo(line, err=True))
+                      steps=steps, smooth=smooth,
+                      keep_float=() if keep_float.strip() == "none" else tuple(r.strip() for r in keep_float.split(",") if r.strip()),
+                      force=force, log=lambda line: click.echo(line, err=True))
     click.echo(f"wrote {out}; check it with: jflow-export verify {out}")
 
 

@@ -28,10 +28,11 @@ import numpy as np
 from jflow.artifact.external_data import share_with
 from jflow.artifact.manifest import Manifest, write_manifest
 from jflow.artifact.precision import QUANTIZED, TOLERANCES
-from jflow.calibration import FLOAT_DOWN, SMOOTH_ALPHA
+from jflow.calibration import KEEP_FLOAT, SMOOTH_ALPHA
 from jflow.calibration.collect import SampleReader, collect_samples
 from jflow.calibration.data import calibration_set
-from jflow.calibration.smooth import channel_maxima, find_pairs, smooth as smooth_gemms
+from jflow.calibration.llm_graph import FLOAT_GEMMS, ROLES, activation_products, pack_siblings
+from jflow.calibration.smooth import channel_maxima, smooth as smooth_gemms
 from jflow.errors import InputError
 from jflow.fsutil import check_new_dir, staged_dir
 
@@ -54,7 +55,7 @@ def plan(precision: str) -> dict[str, str]:
 
 def quantize_artifact(src: str | Path, out: str | Path, precision: str, calib: str | Path | None = None,
                       samples: int = 8, method: str = "minmax", block_size: int = 32, steps: int = 30,
-                      smooth: float = SMOOTH_ALPHA, float_down: bool = FLOAT_DOWN, cache: str | Path | None = None, force: bool = False,
+                      smooth: float = SMOOTH_ALPHA, keep_float: tuple[str, ...] = KEEP_FLOAT, cache: str | Path | None = None, force: bool = False,
                       log: Callable[[str], None] = print) -> Path:
     """Quantize the fp32 artifact `src` into a new artifact `out`; checks every argument before any work."""
     if precision not in QUANTIZED:
@@ -65,8 +66,9 @@ def quantize_artifact(src: str | Path, out: str | Path, precision: str, calib: s
         raise InputError(f"--block-size must be a power of two >= 16, got {block_size!r}")
     if not isinstance(smooth, (int, float)) or not 0 <= smooth < 1:
         raise InputError(f"--smooth must be a migration strength in [0, 1) (0: off), got {smooth!r}")
-    if not isinstance(float_down, bool):
-        raise InputError(f"float_down must be True or False, got {float_down!r}")
+    if isinstance(keep_float, str) or not set(keep_float) <= set(FLOAT_GEMMS):
+        raise InputError(f"--keep-float takes roles among {', '.join(FLOAT_GEMMS)} (comma-separated) or none, "
+                         f"got {keep_float!r}")
     m = Manifest.load(src)
     if m.precision != "fp32":
         raise InputError(f"{src} is a {m.precision} artifact; quantize reads an fp32 one (export it with "
@@ -93,12 +95,13 @@ def quantize_artifact(src: str | Path, out: str | Path, precision: str, calib: s
                 _int4(m.graph_path(name), tmp / m.graph(name)["file"], block_size)
             else:
                 _int8(m, name, tmp / m.graph(name)["file"], folder / name, method, smoothing=smoothing,
-                      float_down=float_down, float_gemms=float_gemms)
+                      keep_float=tuple(keep_float), float_gemms=float_gemms)
             log(f"  {name:<12} {target} in {time.perf_counter() - begun:5.1f}s")
         if "llm_ort" in targets and "llm_ort" in m.graphs:
             saved = share_with(tmp / m.graph("llm")["file"], tmp / m.graph("llm_ort")["file"])
             log(f"  llm_ort shares {saved / 2**20:.1f} MiB of weights with llm")
-        data = _manifest(m, precision, targets, cset, method, block_size, folder, smoothing, float_gemms)
+        data = _manifest(m, precision, targets, cset, method, block_size, folder, smoothing,
+                         {"roles": [ROLES[r] for r in keep_float], "count": float_gemms})
         write_manifest(tmp, data)
         _measure(tmp, data, log)
     log(f"wrote {out} ({precision}) in {time.perf_counter() - started:.0f}s")
@@ -159,70 +162,6 @@ def _copy_unquantized(m: Manifest, tmp: Path, targets: dict) -> None:
         shutil.copy2(m.root / rel, tmp / rel)
 
 
-def _pack_siblings(model) -> int:
-    """MatMuls that read the same input with constant weights (Q/K/V, gate/up) -> one MatMul on the weights
-    side by side, then a Split. Done before quantizing, in both LLM forms alike, so the packed weights are
-    the same bytes in both (stored once); the fp32/fp16 artifacts stay unpacked (ORT would have to fold the
-    packing at every session start). Returns the number of MatMuls packed away."""
-    from onnx import helper, numpy_helper
-    inits = {i.name: i for i in model.graph.initializer}
-    by_input: dict[str, list] = {}
-    for node in model.graph.node:
-        if node.op_type == "MatMul" and node.input[1] in inits and len(inits[node.input[1]].dims) == 2:
-            by_input.setdefault(node.input[0], []).append(node)
-    packed, nodes = 0, list(model.graph.node)
-    for source, group in by_input.items():
-        if len(group) < 2 or len({tuple(inits[n.input[1]].dims)[0] for n in group}) != 1:
-            continue
-        weights = [numpy_helper.to_array(inits[n.input[1]]) for n in group]
-        name = f"{group[0].name}.packed"
-        model.graph.initializer.append(numpy_helper.from_array(np.concatenate(weights, axis=1), f"{name}.weight"))
-        model.graph.initializer.append(numpy_helper.from_array(np.array([w.shape[1] for w in weights], np.int64),
-                                                               f"{name}.split"))
-        model.graph.value_info.append(helper.make_tensor_value_info(f"{name}/out", inits[group[0].input[1]].data_type,
-                                                                    None))  # typed, for the calibrator
-        first = nodes.index(group[0])
-        nodes[first] = helper.make_node("MatMul", [source, f"{name}.weight"], [f"{name}/out"], name=name)
-        nodes.insert(first + 1, helper.make_node("Split", [f"{name}/out", f"{name}.split"],
-                                                 [n.output[0] for n in group], name=f"{name}.split", axis=-1))
-        for node in group[1:]:
-            nodes.remove(node)
-        packed += len(group) - 1
-    _attention_reads_packed_qkv(nodes)
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    used = {i for n in model.graph.node for i in n.input}
-    keep = [i for i in model.graph.initializer if i.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
-    return packed
-
-
-def _attention_reads_packed_qkv(nodes: list) -> None:
-    """GroupQueryAttention takes Q, K and V packed in one tensor (key and value left empty): where a packed
-    MatMul's Split feeds exactly an attention's q, k, v, drop the Split (one node less per layer in decode,
-    where each node costs as much as its work; GenAI's graphs do the same)."""
-    readers: dict[str, int] = {}
-    for node in nodes:
-        for name in node.input:
-            readers[name] = readers.get(name, 0) + 1
-    splits = {tuple(n.output): n for n in nodes if n.op_type == "Split"}
-    for node in nodes:
-        if node.op_type != "GroupQueryAttention" or len(node.input) < 3:
-            continue
-        split = splits.get(tuple(node.input[:3]))
-        if split is not None and all(readers.get(o) == 1 for o in split.output):
-            node.input[0], node.input[1], node.input[2] = split.input[0], "", ""
-            nodes.remove(split)
-
-
-def _activation_products(model) -> list[str]:
-    """MatMuls of two activations (attention scores, attention x V) stay float: quantize_static's
-    MatMulConstBOnly option let SigLIP's through."""
-    constant = {i.name for i in model.graph.initializer}
-    return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] not in constant]
-
-
 def _time_only_nodes(model, time_inputs: tuple[str, ...]) -> list[str]:
     """Nodes whose values come from the time inputs and constants alone (the time-conditioning path).
     Shapes are not values: Shape/Size outputs (e.g. the batch size a Reshape needs) count as constants,
@@ -241,31 +180,31 @@ def _time_only_nodes(model, time_inputs: tuple[str, ...]) -> list[str]:
 
 
 def _int8(m: Manifest, name: str, target: Path, samples: Path, method: str, exclude: list[str] = (),
-          smoothing: dict | None = None, float_down: bool = False, float_gemms: dict | None = None) -> None:
+          smoothing: dict | None = None, keep_float: tuple[str, ...] = (), float_gemms: dict | None = None) -> None:
     """W8A8 QDQ of graph `name` into `target`. LLM forms: packed, then smoothed (`smoothing`, shared by both
-    forms); float_down keeps the MLP down projections float (found structurally: the GEMM reading
-    silu(gate) * up), and float_gemms[name] counts them."""
+    forms); keep_float names LLM GEMM roles left float (llm_graph.FLOAT_GEMMS, found from the wiring),
+    and float_gemms[name] counts them."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     if not any(samples.glob("*.npz")):
         raise InputError(f"no calibration samples for {name}; the calibration run recorded none (is --samples 0?)")
     source = m.graph_path(name)
     model = onnx.load(str(source), load_external_data=name in LLM_FORMS)
-    changed = name in LLM_FORMS and _pack_siblings(model) > 0  # quantize the packed graph (see _pack_siblings)
-    down = [p.matmul for p in find_pairs(model) if p.kind == "columns"] if name in LLM_FORMS and float_down else []
+    changed = name in LLM_FORMS and pack_siblings(model) > 0  # quantize the packed graph (see llm_graph.pack_siblings)
+    kept = [n for role in keep_float for n in FLOAT_GEMMS[role](model)] if name in LLM_FORMS else []
     if float_gemms is not None and name in LLM_FORMS:
-        float_gemms[name] = len(down)
+        float_gemms[name] = len(kept)
     if name in LLM_FORMS and smoothing:
         if smoothing["maxima"] is None:  # the first LLM form measures, both use it (identical bytes)
             smoothing["maxima"] = channel_maxima(model, source, samples)
-        smoothing["gemms"][name] = smooth_gemms(model, smoothing["maxima"], smoothing["alpha"], skip=set(down))
+        smoothing["gemms"][name] = smooth_gemms(model, smoothing["maxima"], smoothing["alpha"], skip=set(kept))
         changed = True
     if changed:
         target.parent.mkdir(parents=True, exist_ok=True)
         source = target.with_name(f".{target.stem}.packed.onnx")
         onnx.save(model, str(source), save_as_external_data=True, location=f"{source.name}.data",
                   size_threshold=1024, all_tensors_to_one_file=True)
-    exclude = _time_only_nodes(model, TIME_INPUTS.get(name, ())) + _activation_products(model) + down + list(exclude)
+    exclude = _time_only_nodes(model, TIME_INPUTS.get(name, ())) + activation_products(model) + kept + list(exclude)
     reader = SampleReader(samples, [i.name for i in model.graph.input])
     target.parent.mkdir(parents=True, exist_ok=True)
     quantize_static(str(source), str(target), reader, quant_format=QuantFormat.QDQ,
@@ -295,7 +234,7 @@ def _int4(source: Path, target: Path, block_size: int, symmetric: bool = True, e
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
     model = onnx.load(str(source), load_external_data=True)
     _gemm_as_matmul(model)  # lm_head is a Gemm(transB): the weight-only quantizer takes MatMuls
-    _pack_siblings(model)
+    pack_siblings(model)
     quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=block_size, is_symmetric=symmetric, accuracy_level=4,
                                      quant_format=QuantFormat.QDQ, op_types_to_quantize=("MatMul",),
                                      nodes_to_exclude=list(exclude))
@@ -376,13 +315,12 @@ def _manifest(m: Manifest, precision: str, targets: dict, cset, method: str, blo
                  "smoothing": {"method": "SmoothQuant (scales folded into the RMSNorm gains and up_proj)",
                                "alpha": smoothing["alpha"], "gemms": smoothing["gemms"]}
                  if smoothing and smoothing["gemms"] else None,
-                 "llm_float_gemms": {"which": "MLP down projections (input silu(gate) * up: too heavy-tailed "
-                                              "for one int8 scale)", "count": float_gemms}
-                 if any(float_gemms.values()) else None},
+                 "llm_float_gemms": float_gemms if any(float_gemms["count"].values()) else None},
         "int4": {"weights": f"symmetric int4, blocks of {block_size} along the input dimension",
                  "activations": "float (weight-only)", "format": "QDQ DequantizeLinear(block_size), opset 21",
                  "onnxruntime": "MatMulNBits, accuracy level 4"} if precision == "int4" else None,
-        "kept_float": KEPT_FLOAT + (["the LLM's MLP down projections (int8)"] if any(float_gemms.values()) else []),
+        "kept_float": KEPT_FLOAT + [f"the LLM's {role} (int8)" for role in float_gemms["roles"]
+                                    if any(float_gemms["count"].values())],
         "calibration_set": cset.to_manifest(), "samples": samples["samples"],
         "ode_steps": samples["steps"], "decode_positions": samples["decode_positions"],
         "tools": {t: version(t) for t in ("onnxruntime", "onnx")}})

@@ -219,6 +219,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tiny_artifact, quantized, phot
         ([str(tiny_artifact), "--precision", "int8", "--samples", "0"], "Invalid value for '--samples'"),
         ([str(tiny_artifact), "--precision", "int8", "--method", "magic"], "Invalid value for '--method'"),
         ([str(tiny_artifact), "--precision", "int2"], "Invalid value for '--precision'"),
+        ([str(tiny_artifact), "--precision", "int8", "--keep-float", "down,qkv"], "--keep-float takes roles among"),
         ([str(tmp_path / "missing"), "--precision", "int8"], "not a jflow artifact"),
     ]
     for args, message in cases:

@@ -10,13 +10,13 @@ from onnx import numpy_helper
 from jflow.artifact.manifest import Manifest
 from jflow.calibration import SMOOTH_ALPHA
 from jflow.calibration.collect import SampleReader
-from jflow.calibration.quantize import _pack_siblings
+from jflow.calibration.llm_graph import pack_siblings
 from jflow.calibration.smooth import channel_maxima, find_pairs, smooth
 
 
 def _packed(art, name):
     model = onnx.load(str(art / "onnx" / f"{name}.onnx"), load_external_data=True)
-    _pack_siblings(model)
+    pack_siblings(model)
     return model
 
 

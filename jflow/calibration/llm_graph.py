@@ -1,0 +1,99 @@
+"""The LLM graphs' structure, as quantize needs it: siblings to pack, and GEMMs found by their role (the
+portable graph's nodes have no telling names, so roles are found from the wiring, the same way in both forms).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jflow.calibration.smooth import find_pairs
+
+def pack_siblings(model) -> int:
+    """MatMuls that read the same input with constant weights (Q/K/V, gate/up) -> one MatMul on the weights
+    side by side, then a Split. Done before quantizing, in both LLM forms alike, so the packed weights are
+    the same bytes in both (stored once); the fp32/fp16 artifacts stay unpacked (ORT would have to fold the
+    packing at every session start). Returns the number of MatMuls packed away."""
+    from onnx import helper, numpy_helper
+    inits = {i.name: i for i in model.graph.initializer}
+    by_input: dict[str, list] = {}
+    for node in model.graph.node:
+        if node.op_type == "MatMul" and node.input[1] in inits and len(inits[node.input[1]].dims) == 2:
+            by_input.setdefault(node.input[0], []).append(node)
+    packed, nodes = 0, list(model.graph.node)
+    for source, group in by_input.items():
+        if len(group) < 2 or len({tuple(inits[n.input[1]].dims)[0] for n in group}) != 1:
+            continue
+        weights = [numpy_helper.to_array(inits[n.input[1]]) for n in group]
+        name = f"{group[0].name}.packed"
+        model.graph.initializer.append(numpy_helper.from_array(np.concatenate(weights, axis=1), f"{name}.weight"))
+        model.graph.initializer.append(numpy_helper.from_array(np.array([w.shape[1] for w in weights], np.int64),
+                                                               f"{name}.split"))
+        model.graph.value_info.append(helper.make_tensor_value_info(f"{name}/out", inits[group[0].input[1]].data_type,
+                                                                    None))  # typed, for the calibrator
+        first = nodes.index(group[0])
+        nodes[first] = helper.make_node("MatMul", [source, f"{name}.weight"], [f"{name}/out"], name=name)
+        nodes.insert(first + 1, helper.make_node("Split", [f"{name}/out", f"{name}.split"],
+                                                 [n.output[0] for n in group], name=f"{name}.split", axis=-1))
+        for node in group[1:]:
+            nodes.remove(node)
+        packed += len(group) - 1
+    _attention_reads_packed_qkv(nodes)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    used = {i for n in model.graph.node for i in n.input}
+    keep = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    return packed
+
+
+def _attention_reads_packed_qkv(nodes: list) -> None:
+    """GroupQueryAttention takes Q, K and V packed in one tensor (key and value left empty): where a packed
+    MatMul's Split feeds exactly an attention's q, k, v, drop the Split (one node less per layer in decode,
+    where each node costs as much as its work; GenAI's graphs do the same)."""
+    readers: dict[str, int] = {}
+    for node in nodes:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    splits = {tuple(n.output): n for n in nodes if n.op_type == "Split"}
+    for node in nodes:
+        if node.op_type != "GroupQueryAttention" or len(node.input) < 3:
+            continue
+        split = splits.get(tuple(node.input[:3]))
+        if split is not None and all(readers.get(o) == 1 for o in split.output):
+            node.input[0], node.input[1], node.input[2] = split.input[0], "", ""
+            nodes.remove(split)
+
+
+def activation_products(model) -> list[str]:
+    """MatMuls of two activations (attention scores, attention x V) stay float: quantize_static's
+    MatMulConstBOnly option let SigLIP's through."""
+    constant = {i.name for i in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] not in constant]
+
+
+def down_projections(model) -> list[str]:
+    """The MLP down projections: the GEMMs reading silu(gate) * up."""
+    return [p.matmul for p in find_pairs(model) if p.kind == "columns"]
+
+
+def attention_projections(model) -> list[str]:
+    """The attention output projections (o_proj): weight GEMMs whose input is attention's output, either a
+    GroupQueryAttention node or (portable form) the attention x V product reshaped back to the hidden width."""
+    constant = {i.name for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    found = []
+    for node in model.graph.node:
+        if node.op_type not in ("MatMul", "Gemm") or node.input[1] not in constant:
+            continue
+        made = producer.get(node.input[0])
+        while made is not None and made.op_type in ("Reshape", "Transpose", "Identity"):
+            made = producer.get(made.input[0])
+        if made is not None and (made.op_type == "GroupQueryAttention"
+                                 or (made.op_type == "MatMul" and made.input[1] not in constant)):
+            found.append(node.name)
+    return found
+
+
+FLOAT_GEMMS = {"down": down_projections, "o": attention_projections}  # --keep-float choices
+ROLES = {"down": "MLP down projections", "o": "attention output projections"}
