@@ -50,6 +50,8 @@ VARIANTS = {
     "int4-sym-g16": ("int4", {"block": 16, "symmetric": True}),
     "int4-asym-g32": ("int4", {"block": 32, "symmetric": False}),
     "int4-sym-g32-lm_head-float": ("int4", {"block": 32, "symmetric": True, "float": ("lm_head",)}),
+    "int4-awq-g32": ("int4", {"block": 32, "symmetric": True, "awq": True}),
+    "int4-awq-g32-lm_head-float": ("int4", {"block": 32, "symmetric": True, "awq": True, "float": ("lm_head",)}),
     "int4-sym-g32-smooth0.3": ("int4", {"block": 32, "symmetric": True, "smooth": 0.3}),
     "int4-sym-g32-smooth0.5": ("int4", {"block": 32, "symmetric": True, "smooth": 0.5}),
 }
@@ -74,13 +76,16 @@ def _variant_artifact(fp32: Path, samples: Path, precision: str, how: dict, out:
         keep = [n.name for n in model.graph.node if any(n.name.endswith(s) for s in how.get("float", ()))]
         smoothing = {"alpha": how["smooth"], "maxima": None, "gemms": {}} if how.get("smooth") else None
         q._int8(m, "llm_ort", target, samples / "llm_ort", how["method"], exclude=keep, smoothing=smoothing)
-    elif how.get("smooth"):  # activation-aware scaling before int4 (AWQ's idea, one alpha, no search)
+    elif how.get("smooth") or how.get("awq"):  # activation-aware scales folded in before int4
         from jflow.calibration.llm_graph import pack_siblings
-        from jflow.calibration.smooth import channel_maxima, smooth
+        from jflow.calibration.smooth import channel_maxima, fold_scales, smooth
         source = fp32 / "onnx" / "llm_ort.onnx"
         model = onnx.load(str(source), load_external_data=True)
         pack_siblings(model)
-        smooth(model, channel_maxima(model, source, samples / "llm_ort"), how["smooth"])
+        if how.get("awq"):
+            fold_scales(model, _awq_scales(model, source, samples / "llm_ort", how["block"]))
+        else:  # one alpha for every GEMM, no search
+            smooth(model, channel_maxima(model, source, samples / "llm_ort"), how["smooth"])
         scaled = out / "scaled.onnx"
         onnx.save(model, str(scaled), save_as_external_data=True, location="scaled.onnx.data", size_threshold=1024)
         q._int4(scaled, target, how["block"], symmetric=how["symmetric"], exclude=how.get("float", ()))
@@ -92,6 +97,41 @@ def _variant_artifact(fp32: Path, samples: Path, precision: str, how: dict, out:
     graphs = {**m.graphs, "llm_ort": {**m.graphs["llm_ort"], "precision": precision}}
     update_manifest(out, {"graphs": graphs}, rehash=["onnx/llm_ort.onnx", "onnx/llm_ort.onnx.data"])
     return out
+
+
+def _fake_int4(w: np.ndarray, block: int) -> np.ndarray:
+    """Symmetric int4 round trip in blocks along the input dimension (what MatMulNBitsQuantizer writes)."""
+    k, n = w.shape
+    b = w.reshape(k // block, block, n)
+    scale = np.abs(b).max(axis=1, keepdims=True) / 7
+    scale[scale == 0] = 1
+    return (np.clip(np.round(b / scale), -8, 7) * scale).reshape(k, n)
+
+
+def _awq_scales(model, source: Path, samples: Path, block: int, rows: int = 256, grid: int = 20) -> dict:
+    """AWQ's search (Lin et al., 2024) for each smoothable GEMM: s = mean|X|^a, a on a grid, the one whose
+    int4 round trip of W*s, divided back, best reproduces X @ W on calibration rows."""
+    from jflow.calibration.smooth import _pairs_with_weights, digest, gemm_inputs
+    rng = np.random.default_rng(0)
+    xs: dict[str, list] = {}
+    for values in gemm_inputs(model, source, samples):
+        for key, v in values.items():
+            v = v.reshape(-1, v.shape[-1])
+            xs.setdefault(key, []).append(v[rng.choice(len(v), min(len(v), 64), replace=False)])
+    scales = {}
+    for pair, w in _pairs_with_weights(model):
+        x = np.concatenate(xs[digest(w)])
+        x = x[rng.choice(len(x), min(len(x), rows), replace=False)]
+        ref, mean = x @ w, np.abs(x).mean(axis=0) + 1e-6
+        best = (np.linalg.norm(x @ _fake_int4(w, block) - ref), np.ones_like(mean))
+        for a in np.arange(1, grid) / grid:
+            s = mean ** a
+            s = s / np.sqrt(s.max() * s.min())
+            err = np.linalg.norm(x @ (_fake_int4(w * s[:, None], block) / s[:, None]) - ref)
+            if err < best[0]:
+                best = (err, s)
+        scales[pair.matmul] = best[1]
+    return scales
 
 
 def _dynamic(source: Path, target: Path) -> None:

@@ -94,6 +94,17 @@ def channel_maxima(model, source: Path, samples: Path) -> dict[str, np.ndarray]:
     """max |X_j| over every calibration sample for each smoothable GEMM of `model` (weights in memory),
     keyed by the digest of its weight. Measured on `source`, the float graph `model` was made from: packing
     renames no activations, and that file's weights are read where they lie (nothing is written)."""
+    maxima: dict[str, np.ndarray] = {}
+    for values in gemm_inputs(model, source, samples):
+        for key, value in values.items():
+            m = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0)
+            maxima[key] = np.maximum(maxima[key], m) if key in maxima else m
+    return {k: m.astype(np.float32) for k, m in maxima.items()}
+
+
+def gemm_inputs(model, source: Path, samples: Path):
+    """For each calibration sample, {weight digest: X} over the smoothable GEMMs of `model` (see
+    channel_maxima), run on `source` with no graph optimization so every X is there as it is."""
     import onnx
     import onnxruntime as ort
 
@@ -108,14 +119,12 @@ def channel_maxima(model, source: Path, samples: Path) -> dict[str, np.ndarray]:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every X as it is
     session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
     reader = SampleReader(samples, [i.name for i in session.get_inputs()])
-    maxima: dict[str, np.ndarray] = {}
+    seen = False
     while (feeds := reader.get_next()) is not None:
-        for tensor, value in zip(keys, session.run(list(keys), feeds)):
-            m = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0)
-            maxima[tensor] = np.maximum(maxima[tensor], m) if tensor in maxima else m
-    if keys and not maxima:
+        seen = True
+        yield {keys[t]: v for t, v in zip(keys, session.run(list(keys), feeds))}
+    if keys and not seen:
         raise ValueError(f"no calibration samples in {samples}")
-    return {keys[t]: m.astype(np.float32) for t, m in maxima.items()}
 
 
 def _array(init) -> np.ndarray:
@@ -126,6 +135,26 @@ def _array(init) -> np.ndarray:
 def smooth(model, maxima: dict[str, np.ndarray], alpha: float, skip: set[str] = frozenset()) -> int:
     """Rewrite `model` (weights loaded in memory) in place; returns how many GEMMs were smoothed. GEMMs
     without measured maxima (not in `maxima`) or named in `skip` (kept float) are left as they are."""
+    scales = {}
+    for pair, weight in _pairs_with_weights(model):
+        x_max = maxima.get(digest(weight))
+        if pair.matmul in skip or x_max is None or x_max.shape != (weight.shape[0],):
+            continue
+        w_max = np.abs(weight).max(axis=1)
+        s = np.where((x_max > 0) & (w_max > 0),
+                     np.power(np.maximum(x_max, 1e-5), alpha) / np.power(np.maximum(w_max, 1e-5), 1 - alpha), 1.0)
+        scales[pair.matmul] = s
+    return fold_scales(model, scales)
+
+
+def _pairs_with_weights(model):
+    inits = {i.name: i for i in model.graph.initializer}
+    return [(pair, _array(inits[pair.weight]).astype(np.float32)) for pair in find_pairs(model)]
+
+
+def fold_scales(model, scales: dict[str, np.ndarray]) -> int:
+    """W rows *= s and the input's maker (gain or up columns) /= s, for each smoothable GEMM named in
+    `scales` (MatMul name -> s [K]); every s computed beforehand from the original weights."""
     from onnx import numpy_helper
     inits = {i.name: i for i in model.graph.initializer}
     arrays: dict[str, np.ndarray] = {}
@@ -135,26 +164,18 @@ def smooth(model, maxima: dict[str, np.ndarray], alpha: float, skip: set[str] = 
             arrays[name] = _array(inits[name]).astype(np.float32)  # a copy, changed below
         return arrays[name]
 
-    pairs = find_pairs(model)
-    plans = []
-    for pair in pairs:  # every scale from the original weights, before any is changed
-        if pair.matmul in skip:
+    done = 0
+    for pair in find_pairs(model):
+        if pair.matmul not in scales:
             continue
-        weight = array(pair.weight)
-        x_max = maxima.get(digest(weight))
-        if x_max is None or x_max.shape != (weight.shape[0],):
-            continue
-        w_max = np.abs(weight).max(axis=1)
-        s = np.where((x_max > 0) & (w_max > 0),
-                     np.power(np.maximum(x_max, 1e-5), alpha) / np.power(np.maximum(w_max, 1e-5), 1 - alpha), 1.0)
-        plans.append((pair, np.clip(s, 1e-5, 1e5).astype(np.float32)))
-    for pair, s in plans:
+        s = np.clip(scales[pair.matmul], 1e-5, 1e5).astype(np.float32)
         arrays[pair.weight] = array(pair.weight) * s[:, None]
         if pair.kind == "gain":
             arrays[pair.source] = array(pair.source) / s
         else:
             source = array(pair.source)
             source[:, pair.columns] = source[:, pair.columns] / s
+        done += 1
     for name, value in arrays.items():
         inits[name].CopyFrom(numpy_helper.from_array(value.astype(np.float32), name))
-    return len(plans)
+    return done
