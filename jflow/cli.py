@@ -9,7 +9,8 @@ import time
 import click
 
 from jflow import __version__
-from jflow.calibration import KEEP_FLOAT, SMOOTH_ALPHA
+from jflow.artifact.precision import QUANTIZED
+from jflow.calibration import KEEP_FLOAT, METHODS, SMOOTH_ALPHA
 from jflow.cli_types import FiniteFloat, Seed
 from jflow.errors import JFlowError
 from jflow.fsutil import atomic_write_bytes, check_new_dir, check_writable_dir, check_writable_file
@@ -116,13 +117,13 @@ def onnx_command(model, out, precision, max_batch, max_context, max_new_tokens, 
 @main.command("quantize")
 @click.argument("src", type=click.Path())
 @click.option("--out", required=True, type=click.Path(), help="Quantized artifact folder to create.")
-@click.option("--precision", type=click.Choice(["int8", "int4"]), required=True,
+@click.option("--precision", type=click.Choice(QUANTIZED), required=True,
               help="int8: W8A8 QDQ on every compute graph; int4: LLM weights int4 (blocks), the rest int8.")
 @click.option("--calib", default=None, type=click.Path(),
               help="Folder of your own photographs (default: scikit-image's, `pip install jflow[calib]`).")
 @click.option("--samples", default=8, show_default=True, type=click.IntRange(1),
               help="Prompts (each a 30-step generation) and questions (each with a photograph) to calibrate on.")
-@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
+@click.option("--method", type=click.Choice(METHODS), default="minmax",
               show_default=True, help="How activation ranges are calibrated.")
 @click.option("--block-size", default=32, show_default=True, type=click.IntRange(16),
               help="int4: weights per quantization block along the input dimension.")
@@ -140,10 +141,14 @@ def quantize_command(src, out, precision, calib, samples, method, block_size, st
     inputs (cached under ~/.cache/jflow/calibration)."""
     from jflow.calibration.quantize import quantize_artifact
     quantize_artifact(src, out, precision, calib=calib, samples=samples, method=method, block_size=block_size,
-                      steps=steps, smooth=smooth,
-                      keep_float=() if keep_float.strip() == "none" else tuple(r.strip() for r in keep_float.split(",") if r.strip()),
-                      force=force, log=lambda line: click.echo(line, err=True))
+                      steps=steps, smooth=smooth, keep_float=_roles(keep_float), force=force,
+                      log=lambda line: click.echo(line, err=True))
     click.echo(f"wrote {out}; check it with: jflow-export verify {out}")
+
+
+def _roles(value: str) -> tuple[str, ...]:
+    """--keep-float's comma list ("none": empty); quantize_artifact checks the names."""
+    return () if value.strip() == "none" else tuple(r.strip() for r in value.split(",") if r.strip())
 
 
 @main.command("build")

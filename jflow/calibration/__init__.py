@@ -1,4 +1,5 @@
 """Calibration data and quantized graphs (INT8 QDQ, INT4 weight-only)."""
 
+METHODS = ("minmax", "entropy", "percentile")  # how int8 activation ranges are calibrated
 SMOOTH_ALPHA = 0.8  # SmoothQuant migration strength for the LLM's int8 GEMMs (see smooth.py); 0 turns it off
 KEEP_FLOAT = ("down",)  # int8: LLM GEMMs kept float by role (llm_graph.FLOAT_GEMMS; results/quant_methods.json)

@@ -42,7 +42,8 @@ class Recorder:
         self.index[name] += 1
         if not self.select(name, index):
             return
-        arrays = {k: np.array(v if isinstance(v, np.ndarray) else download(v)) for k, v in feeds.items()}  # 0-d stays 0-d
+        # np.array, not ascontiguousarray: a 0-d input stays 0-d
+        arrays = {k: np.array(v if isinstance(v, np.ndarray) else download(v)) for k, v in feeds.items()}
         if name == "llm_ort":
             arrays = compact_cache(arrays)
         (self.folder / name).mkdir(parents=True, exist_ok=True)

@@ -4,9 +4,12 @@ portable graph's nodes have no telling names, so roles are found from the wiring
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from jflow.calibration.smooth import find_pairs
+
 
 def pack_siblings(model) -> int:
     """MatMuls that read the same input with constant weights (Q/K/V, gate/up) -> one MatMul on the weights
@@ -40,21 +43,22 @@ def pack_siblings(model) -> int:
     _attention_reads_packed_qkv(nodes)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
+    drop_unused_initializers(model)
+    return packed
+
+
+def drop_unused_initializers(model) -> None:
     used = {i for n in model.graph.node for i in n.input}
     keep = [i for i in model.graph.initializer if i.name in used]
     del model.graph.initializer[:]
     model.graph.initializer.extend(keep)
-    return packed
 
 
 def _attention_reads_packed_qkv(nodes: list) -> None:
     """GroupQueryAttention takes Q, K and V packed in one tensor (key and value left empty): where a packed
     MatMul's Split feeds exactly an attention's q, k, v, drop the Split (one node less per layer in decode,
     where each node costs as much as its work; GenAI's graphs do the same)."""
-    readers: dict[str, int] = {}
-    for node in nodes:
-        for name in node.input:
-            readers[name] = readers.get(name, 0) + 1
+    readers = Counter(name for node in nodes for name in node.input)
     splits = {tuple(n.output): n for n in nodes if n.op_type == "Split"}
     for node in nodes:
         if node.op_type != "GroupQueryAttention" or len(node.input) < 3:
@@ -63,13 +67,6 @@ def _attention_reads_packed_qkv(nodes: list) -> None:
         if split is not None and all(readers.get(o) == 1 for o in split.output):
             node.input[0], node.input[1], node.input[2] = split.input[0], "", ""
             nodes.remove(split)
-
-
-def activation_products(model) -> list[str]:
-    """MatMuls of two activations (attention scores, attention x V) stay float: quantize_static's
-    MatMulConstBOnly option let SigLIP's through."""
-    constant = {i.name for i in model.graph.initializer}
-    return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] not in constant]
 
 
 def down_projections(model) -> list[str]:

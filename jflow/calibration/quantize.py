@@ -28,15 +28,14 @@ import numpy as np
 from jflow.artifact.external_data import share_with
 from jflow.artifact.manifest import Manifest, write_manifest
 from jflow.artifact.precision import QUANTIZED, TOLERANCES
-from jflow.calibration import KEEP_FLOAT, SMOOTH_ALPHA
+from jflow.calibration import KEEP_FLOAT, METHODS, SMOOTH_ALPHA
 from jflow.calibration.collect import SampleReader, collect_samples
 from jflow.calibration.data import calibration_set
-from jflow.calibration.llm_graph import FLOAT_GEMMS, ROLES, activation_products, pack_siblings
+from jflow.calibration.llm_graph import FLOAT_GEMMS, ROLES, drop_unused_initializers, pack_siblings
 from jflow.calibration.smooth import channel_maxima, smooth as smooth_gemms
 from jflow.errors import InputError
 from jflow.fsutil import check_new_dir, staged_dir
 
-METHODS = ("minmax", "entropy", "percentile")
 STATIC = ("siglip", "llm", "llm_ort", "gen_encoder", "gen_decoder")
 LLM_FORMS = ("llm", "llm_ort")
 TIME_INPUTS = {"gen_encoder": ("t",), "gen_decoder": ("t_emb", "dt", "cfg_weight")}
@@ -55,8 +54,8 @@ def plan(precision: str) -> dict[str, str]:
 
 def quantize_artifact(src: str | Path, out: str | Path, precision: str, calib: str | Path | None = None,
                       samples: int = 8, method: str = "minmax", block_size: int = 32, steps: int = 30,
-                      smooth: float = SMOOTH_ALPHA, keep_float: tuple[str, ...] = KEEP_FLOAT, cache: str | Path | None = None, force: bool = False,
-                      log: Callable[[str], None] = print) -> Path:
+                      smooth: float = SMOOTH_ALPHA, keep_float: tuple[str, ...] = KEEP_FLOAT,
+                      cache: str | Path | None = None, force: bool = False, log: Callable[[str], None] = print) -> Path:
     """Quantize the fp32 artifact `src` into a new artifact `out`; checks every argument before any work."""
     if precision not in QUANTIZED:
         raise InputError(f"--precision must be one of {', '.join(QUANTIZED)}, got {precision!r}")
@@ -94,8 +93,10 @@ def quantize_artifact(src: str | Path, out: str | Path, precision: str, calib: s
             if target == "int4":
                 _int4(m.graph_path(name), tmp / m.graph(name)["file"], block_size)
             else:
-                _int8(m, name, tmp / m.graph(name)["file"], folder / name, method, smoothing=smoothing,
-                      keep_float=tuple(keep_float), float_gemms=float_gemms)
+                kept = _int8(m, name, tmp / m.graph(name)["file"], folder / name, method, smoothing=smoothing,
+                             keep_float=tuple(keep_float))
+                if name in LLM_FORMS:
+                    float_gemms[name] = kept
             log(f"  {name:<12} {target} in {time.perf_counter() - begun:5.1f}s")
         if "llm_ort" in targets and "llm_ort" in m.graphs:
             saved = share_with(tmp / m.graph("llm")["file"], tmp / m.graph("llm_ort")["file"])
@@ -180,20 +181,18 @@ def _time_only_nodes(model, time_inputs: tuple[str, ...]) -> list[str]:
 
 
 def _int8(m: Manifest, name: str, target: Path, samples: Path, method: str, exclude: list[str] = (),
-          smoothing: dict | None = None, keep_float: tuple[str, ...] = (), float_gemms: dict | None = None) -> None:
+          smoothing: dict | None = None, keep_float: tuple[str, ...] = ()) -> int:
     """W8A8 QDQ of graph `name` into `target`. LLM forms: packed, then smoothed (`smoothing`, shared by both
-    forms); keep_float names LLM GEMM roles left float (llm_graph.FLOAT_GEMMS, found from the wiring),
-    and float_gemms[name] counts them."""
+    forms); keep_float names LLM GEMM roles left float (llm_graph.FLOAT_GEMMS, found from the wiring).
+    Returns how many GEMMs keep_float left float."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     if not any(samples.glob("*.npz")):
         raise InputError(f"no calibration samples for {name}; the calibration run recorded none (is --samples 0?)")
     source = m.graph_path(name)
     model = onnx.load(str(source), load_external_data=name in LLM_FORMS)
-    changed = name in LLM_FORMS and pack_siblings(model) > 0  # quantize the packed graph (see llm_graph.pack_siblings)
+    changed = name in LLM_FORMS and pack_siblings(model) > 0  # quantize the packed graph (see pack_siblings)
     kept = [n for role in keep_float for n in FLOAT_GEMMS[role](model)] if name in LLM_FORMS else []
-    if float_gemms is not None and name in LLM_FORMS:
-        float_gemms[name] = len(kept)
     if name in LLM_FORMS and smoothing:
         if smoothing["maxima"] is None:  # the first LLM form measures, both use it (identical bytes)
             smoothing["maxima"] = channel_maxima(model, source, samples)
@@ -204,7 +203,7 @@ def _int8(m: Manifest, name: str, target: Path, samples: Path, method: str, excl
         source = target.with_name(f".{target.stem}.packed.onnx")
         onnx.save(model, str(source), save_as_external_data=True, location=f"{source.name}.data",
                   size_threshold=1024, all_tensors_to_one_file=True)
-    exclude = _time_only_nodes(model, TIME_INPUTS.get(name, ())) + activation_products(model) + kept + list(exclude)
+    exclude = _time_only_nodes(model, TIME_INPUTS.get(name, ())) + _activation_products(model) + kept + list(exclude)
     reader = SampleReader(samples, [i.name for i in model.graph.input])
     target.parent.mkdir(parents=True, exist_ok=True)
     quantize_static(str(source), str(target), reader, quant_format=QuantFormat.QDQ,
@@ -226,6 +225,7 @@ def _int8(m: Manifest, name: str, target: Path, samples: Path, method: str, excl
         source.unlink()
         source.with_name(f"{source.name}.data").unlink(missing_ok=True)
     _finish(target)
+    return len(kept)
 
 
 def _int4(source: Path, target: Path, block_size: int, symmetric: bool = True, exclude: tuple[str, ...] = ()) -> None:
@@ -260,10 +260,14 @@ def _gemm_as_matmul(model) -> None:
         model.graph.initializer.append(numpy_helper.from_array(weight, name))
         model.graph.node[index].CopyFrom(helper.make_node("MatMul", [node.input[0], name], list(node.output),
                                                           name=node.name))
-    used = {i for n in model.graph.node for i in n.input}
-    keep = [i for i in model.graph.initializer if i.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
+    drop_unused_initializers(model)
+
+
+def _activation_products(model) -> list[str]:
+    """MatMuls of two activations (attention scores, attention x V) stay float: quantize_static's
+    MatMulConstBOnly option let SigLIP's through."""
+    constant = {i.name for i in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] not in constant]
 
 
 def _float_consumers(model) -> int:

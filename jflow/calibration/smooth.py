@@ -148,8 +148,10 @@ def smooth(model, maxima: dict[str, np.ndarray], alpha: float, skip: set[str] = 
 
 
 def _pairs_with_weights(model):
+    """(pair, its weight as float32) one at a time: nothing is kept beyond the caller's use."""
     inits = {i.name: i for i in model.graph.initializer}
-    return [(pair, _array(inits[pair.weight]).astype(np.float32)) for pair in find_pairs(model)]
+    for pair in find_pairs(model):
+        yield pair, _array(inits[pair.weight]).astype(np.float32, copy=False)
 
 
 def fold_scales(model, scales: dict[str, np.ndarray]) -> int:

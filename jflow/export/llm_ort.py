@@ -9,7 +9,8 @@ weight is a reference into the portable graph's data file, found by content):
 - Q/K/V and gate/up stay separate MatMuls. Packing them (GenAI's way) would need either a second copy of
   those weights or a Concat that ONNX Runtime folds at every session start; measured on 2 cores, packing
   made SmolLM2 decode ~3% faster but a bench-preset session start 3.5x slower (3.5 s vs 1.0 s), and
-  quantized forms could no longer share their int8/int4 weights with the portable graph.
+  quantized forms could no longer share their int8/int4 weights with the portable graph (quantize packs
+  both forms alike instead).
 
 The cache holds only real tokens, right-aligned to nothing: row b holds seqlens_k[b] + 1 tokens after
 the call, of which query_seqlens[b] are this call's (right-padded in inputs_embeds). Positions are

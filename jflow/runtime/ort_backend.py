@@ -18,6 +18,8 @@ from jflow.errors import InputError
 from jflow.runtime.backends import NUMPY_DTYPES, Outputs, check_io, graph_error
 
 GPU_PROVIDERS = ("CUDAExecutionProvider",)  # TensorRT runs through our own TensorRT backend instead
+
+
 def disabled_optimizers(entry: dict) -> list[str]:
     """ONNX Runtime graph optimizers a graph asks to skip (manifest: graphs.<name>.onnxruntime). A quantized
     graph gives every GEMM its own Q/DQ pair, which common-subexpression elimination would merge back and
