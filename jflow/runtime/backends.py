@@ -27,6 +27,27 @@ NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64,
 Outputs = Mapping[str, Any] | Sequence[str] | None
 
 
+class HostTensors:
+    """Tensor handles that are host numpy arrays (ONNX Runtime on the CPU, Triton's BLS)."""
+
+    def empty(self, shape: Sequence[int], dtype) -> np.ndarray:
+        return np.zeros(tuple(int(d) for d in shape), np.dtype(dtype))  # zero pages cost no memory until written
+
+    def upload(self, array: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        array = np.asarray(array, order="C")  # (ascontiguousarray would make a scalar 1-d)
+        if out is None:
+            return array.copy()
+        np.copyto(out, array.reshape(out.shape), casting="same_kind")
+        return out
+
+    def view(self, handle: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+        shape = tuple(int(d) for d in shape)
+        return handle.reshape(-1)[:int(np.prod(shape))].reshape(shape)
+
+    def download(self, handle: np.ndarray) -> np.ndarray:
+        return handle.copy()
+
+
 class GraphRunner(Protocol):
     name: str
 

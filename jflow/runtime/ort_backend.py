@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from jflow.errors import InputError
-from jflow.runtime.backends import NUMPY_DTYPES, Outputs, check_io, graph_error
+from jflow.runtime.backends import NUMPY_DTYPES, HostTensors, Outputs, check_io, graph_error
 
 GPU_PROVIDERS = ("CUDAExecutionProvider",)  # TensorRT runs through our own TensorRT backend instead
 
@@ -141,33 +141,32 @@ class OnnxRuntimeBackend:
 
     # ---- tensors ---------------------------------------------------------------------------------
     def empty(self, shape: Sequence[int], dtype) -> Any:
-        shape, dtype = tuple(int(d) for d in shape), np.dtype(dtype)
         if self.device == "cpu":
-            return np.zeros(shape, dtype)  # zero pages cost no memory until written
+            return HostTensors.empty(self, shape, dtype)
+        shape, dtype = tuple(int(d) for d in shape), np.dtype(dtype)
         value = self.ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype.type, self.device, 0)
         return CudaTensor(value, shape, dtype)
 
     def upload(self, array: np.ndarray, out: Any = None) -> Any:
-        array = np.asarray(array, order="C")  # (ascontiguousarray would make a scalar 1-d)
+        if isinstance(out, np.ndarray) or (out is None and self.device == "cpu"):
+            return HostTensors.upload(self, array, out)
+        array = np.asarray(array, order="C")
         if out is None:
             out = self.empty(array.shape, array.dtype)
-        if isinstance(out, np.ndarray):
-            np.copyto(out, array.reshape(out.shape), casting="same_kind")
-        elif out.shape == tuple(out.value.shape()):
+        if out.shape == tuple(out.value.shape()):
             out.value.update_inplace(np.asarray(array, dtype=out.dtype, order="C").reshape(out.shape))
         else:
             raise NotImplementedError("jflow: uploading into a view of a CUDA buffer is not supported")
         return out
 
     def view(self, handle: Any, shape: Sequence[int]) -> Any:
-        shape = tuple(int(d) for d in shape)
         if isinstance(handle, np.ndarray):
-            return handle.reshape(-1)[:int(np.prod(shape))].reshape(shape)
-        return CudaTensor(handle.value, shape, handle.dtype)
+            return HostTensors.view(self, handle, shape)
+        return CudaTensor(handle.value, tuple(int(d) for d in shape), handle.dtype)
 
     def download(self, handle: Any) -> np.ndarray:
         if isinstance(handle, np.ndarray):
-            return handle.copy()
+            return HostTensors.download(self, handle)
         if handle.shape != tuple(handle.value.shape()):
             raise NotImplementedError("jflow: reading a view of a CUDA buffer is not supported")
         return handle.value.numpy()

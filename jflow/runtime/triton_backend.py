@@ -12,14 +12,14 @@ portable LLM's KV cache travels both ways on every step), because a BLS response
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 
 from jflow.artifact.contract import ArtifactError
 from jflow.artifact.manifest import Manifest, sha256_file
 from jflow.errors import InputError, JFlowError
-from jflow.runtime.backends import NUMPY_DTYPES, Outputs
+from jflow.runtime.backends import NUMPY_DTYPES, HostTensors, Outputs
 from jflow.runtime.pipeline import Pipeline
 from jflow.runtime.processor_config import PREPROCESSOR_FILE, PROCESSOR_FILE, ProcessorSettings
 from jflow.runtime.tokenizer import SPECIAL_TOKENS_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, JanusFlowTokenizer
@@ -80,7 +80,7 @@ class TritonRunner:
         self.infer(*prepared)  # the buffers are read when the request is made, so later writes are seen
 
 
-class TritonBackend:
+class TritonBackend(HostTensors):
     name = "triton"
     device = "cpu"  # handles live on the host; Triton moves them to wherever each model runs
 
@@ -90,23 +90,6 @@ class TritonBackend:
 
     def runner(self, name: str, path: Path, entry: dict) -> TritonRunner:
         return TritonRunner(self, name, entry)
-
-    def empty(self, shape: Sequence[int], dtype) -> np.ndarray:
-        return np.zeros(tuple(int(d) for d in shape), np.dtype(dtype))
-
-    def upload(self, array: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        array = np.asarray(array, order="C")
-        if out is None:
-            return array.copy()
-        np.copyto(out, array.reshape(out.shape), casting="same_kind")
-        return out
-
-    def view(self, handle: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-        shape = tuple(int(d) for d in shape)
-        return handle.reshape(-1)[:int(np.prod(shape))].reshape(shape)
-
-    def download(self, handle: np.ndarray) -> np.ndarray:
-        return handle.copy()
 
 
 def host_files(manifest: Manifest) -> list[str]:
