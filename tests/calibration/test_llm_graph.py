@@ -31,10 +31,12 @@ def test_each_role_finds_one_gemm_per_layer_and_the_same_weights_in_both_forms(t
         assert _weights(portable, find(portable)) == _weights(fused, found), role
 
 
-def test_keep_float_o_leaves_the_attention_output_projections_float(tiny_artifact, photos, tmp_path, tiny_ref):
+def test_keep_float_o_leaves_the_attention_output_projections_float(tiny_artifact, photos, quantized, tmp_path,
+                                                                     tiny_ref):
     layers = tiny_ref.model.config.language["num_hidden_layers"]
     out = quantize_artifact(tiny_artifact, tmp_path / "int8-o", "int8", calib=photos, samples=2, steps=3,
-                            cache=tmp_path / "cache", keep_float=("down", "o"), log=lambda _: None)
+                            cache=quantized["int8"].parent / "cache",  # the session's calibration samples
+                            keep_float=("down", "o"), log=lambda _: None)
     for name in ("llm", "llm_ort"):
         model = onnx.load(str(out / "onnx" / f"{name}.onnx"), load_external_data=False)
         inits = {i.name for i in model.graph.initializer}
