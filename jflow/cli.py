@@ -134,7 +134,7 @@ def onnx_command(model, out, precision, max_batch, max_context, max_new_tokens, 
 @click.option("--keep-float", default=",".join(KEEP_FLOAT), show_default=True,
               help="int8: LLM GEMMs left float, by role, comma-separated: down (the MLP down projections: "
                    "their input silu(gate)*up is too heavy-tailed for one int8 scale), o (attention output "
-                   "projections), or none.")
+                   "projections: not smoothable under grouped-query attention), or none.")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 def quantize_command(src, out, precision, calib, samples, method, block_size, steps, smooth, keep_float, force):
     """Quantize the fp32 artifact SRC into a new INT8 or INT4 artifact OUT, calibrated on this runtime's own

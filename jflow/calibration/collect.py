@@ -58,12 +58,19 @@ def compact_cache(feeds: dict) -> dict:
 
 
 def split_rows(feeds: dict) -> list[dict]:
-    """An llm_ort sample as one sample per batch row, each holding only that row's own tokens. Rows are
-    right-padded to the longest (a guidance prefill: the prompt beside a lone BOS), and GroupQueryAttention
-    leaves the padded query rows' outputs unwritten: garbage, sometimes NaN, that the runtime never reads
-    but that would poison activation ranges."""
-    if "query_seqlens" not in feeds:
-        return [feeds]
+    """An LLM sample as one sample per batch row, each holding only that row's own tokens. Rows are
+    right-padded to the longest (a guidance prefill: the prompt beside a lone BOS; the ODE steps after it
+    inherit the padded cache). Padded query rows are never read by the runtime but would skew activation
+    ranges: GroupQueryAttention (llm_ort) leaves them unwritten (garbage, NaN at times), and the portable
+    form computes them from masked-out inputs (SmolLM2: channel maxima up to 2.5x the real tokens')."""
+    if "query_seqlens" in feeds:
+        return _split_fused(feeds)
+    if "attention_mask" in feeds and "inputs_embeds" in feeds:
+        return _split_masked(feeds)
+    return [feeds]
+
+
+def _split_fused(feeds: dict) -> list[dict]:
     rows = []
     for b, (new, last) in enumerate(zip(feeds["query_seqlens"].tolist(), feeds["seqlens_k"].tolist())):
         past = last + 1 - new
@@ -71,6 +78,20 @@ def split_rows(feeds: dict) -> list[dict]:
         row.update({"inputs_embeds": row["inputs_embeds"][:, :new], "position_ids": row["position_ids"][:, :new],
                     "total_sequence_length": np.array(last + 1, feeds["total_sequence_length"].dtype)})
         rows.append({k: (v[:, :, :past] if k.startswith("past_") else v) for k, v in row.items()})
+    return rows
+
+
+def _split_masked(feeds: dict) -> list[dict]:
+    """The portable form: attention_mask [rows, past + new] says which cache slots and new tokens are real."""
+    mask = feeds["attention_mask"].astype(bool)
+    past = mask.shape[1] - feeds["inputs_embeds"].shape[1]
+    rows = []
+    for b in range(mask.shape[0]):
+        old, new = mask[b, :past], mask[b, past:]
+        row = {k: v[b:b + 1] for k, v in feeds.items()}
+        row.update({"inputs_embeds": row["inputs_embeds"][:, new], "position_ids": row["position_ids"][:, new],
+                    "attention_mask": np.ones((1, int(old.sum() + new.sum())), feeds["attention_mask"].dtype)})
+        rows.append({k: (v[:, :, old] if k.startswith("past_") else v) for k, v in row.items()})
     return rows
 
 

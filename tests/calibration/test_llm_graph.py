@@ -31,18 +31,20 @@ def test_each_role_finds_one_gemm_per_layer_and_the_same_weights_in_both_forms(t
         assert _weights(portable, find(portable)) == _weights(fused, found), role
 
 
-def test_keep_float_o_leaves_the_attention_output_projections_float(tiny_artifact, photos, quantized, tmp_path,
+def test_keep_float_down_alone_quantizes_the_attention_output_projections(tiny_artifact, photos, quantized, tmp_path,
                                                                      tiny_ref):
     layers = tiny_ref.model.config.language["num_hidden_layers"]
-    out = quantize_artifact(tiny_artifact, tmp_path / "int8-o", "int8", calib=photos, samples=2, steps=3,
+    out = quantize_artifact(tiny_artifact, tmp_path / "int8-down", "int8", calib=photos, samples=2, steps=3,
                             cache=quantized["int8"].parent / "cache",  # the session's calibration samples
-                            keep_float=("down", "o"), log=lambda _: None)
+                            keep_float=("down",), log=lambda _: None)
     for name in ("llm", "llm_ort"):
         model = onnx.load(str(out / "onnx" / f"{name}.onnx"), load_external_data=False)
         inits = {i.name for i in model.graph.initializer}
         float_gemms = [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inits]
-        assert len(float_gemms) == 2 * layers, (name, [n.name for n in float_gemms])
+        assert len(float_gemms) == layers, (name, [n.name for n in float_gemms])
+        assert FLOAT_GEMMS["o"](model) == [], name  # every o_proj reads a DequantizeLinear's weight
     from jflow.artifact.manifest import Manifest
     q = Manifest.load(out).data["quantization"]
-    assert q["int8"]["llm_float_gemms"]["count"] == {"llm": 2 * layers, "llm_ort": 2 * layers}
-    assert "the LLM's attention output projections (int8)" in q["kept_float"]
+    assert q["int8"]["llm_float_gemms"]["count"] == {"llm": layers, "llm_ort": layers}
+    assert "the LLM's MLP down projections (int8)" in q["kept_float"]
+    assert "the LLM's attention output projections (int8)" not in q["kept_float"]

@@ -149,8 +149,9 @@ def test_qkv_and_gate_up_are_packed_in_both_llm_forms(quantized, tiny_ref, preci
         produced = {o: n.op_type for n in model.graph.node for o in n.output}
         weight_gemms = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm")
                         and produced.get(n.input[1]) == "DequantizeLinear"]
-        down = 0 if precision == "int8" else 1  # int8 keeps the down projections float
-        assert len(weight_gemms) == (3 + down) * layers + 1, (name, len(weight_gemms))  # qkv, o, gate_up; lm_head
+        # qkv, gate_up and lm_head; o and down too in int4 (int8 keeps them float)
+        per_layer = 2 if precision == "int8" else 4
+        assert len(weight_gemms) == per_layer * layers + 1, (name, len(weight_gemms))
         splits = sum(n.op_type == "Split" and n.name.endswith(".packed.split") for n in model.graph.node)
         attention = [n for n in model.graph.node if n.op_type == "GroupQueryAttention"]
         if name == "llm_ort":  # attention reads the packed QKV itself: only gate/up is split
@@ -161,20 +162,27 @@ def test_qkv_and_gate_up_are_packed_in_both_llm_forms(quantized, tiny_ref, preci
             assert splits == 2 * layers
 
 
-def test_int8_keeps_the_mlp_down_projections_float_in_both_llm_forms(quantized, tiny_ref):
-    # The GEMM reading silu(gate) * up: float weight, float input; every other LLM GEMM is W8A8.
+def test_int8_keeps_the_mlp_down_and_attention_output_projections_float_in_both_llm_forms(quantized, tiny_ref):
+    # By default the GEMMs reading silu(gate) * up and those reading attention's output stay float (float
+    # weight, float input); every other LLM GEMM is W8A8.
+    from jflow.calibration.llm_graph import attention_projections
     layers = tiny_ref.model.config.language["num_hidden_layers"]
     for name in ("llm", "llm_ort"):
         model = _graph(quantized["int8"], name)
         inits = {i.name for i in model.graph.initializer}
         produced = {o: n for n in model.graph.node for o in n.output}
         float_gemms = [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inits]
-        assert len(float_gemms) == layers, (name, [n.name for n in float_gemms])
+        assert len(float_gemms) == 2 * layers, (name, [n.name for n in float_gemms])
+        attention = set(attention_projections(model))
+        assert len(attention) == layers and attention <= {n.name for n in float_gemms}, (name, attention)
         for node in float_gemms:
+            if node.name in attention:
+                continue
             made = produced[node.input[0]]
             assert made.op_type == "Mul" and any(produced[i].op_type == "Split" for i in made.input), node.name
     q = Manifest.load(quantized["int8"]).data["quantization"]
-    assert q["int8"]["llm_float_gemms"]["count"] == {"llm": layers, "llm_ort": layers}
+    assert q["int8"]["llm_float_gemms"]["count"] == {"llm": 2 * layers, "llm_ort": 2 * layers}
+    assert "the LLM's attention output projections (int8)" in q["kept_float"]
     assert "the LLM's MLP down projections (int8)" in q["kept_float"]
 
 
