@@ -42,6 +42,8 @@ VARIANTS = {
     "int8-smooth0.5-down-float": ("int8", {"method": "minmax", "smooth": 0.5, "float": ("down_proj",)}),
     "int8-smooth0.8-down-float": ("int8", {"method": "minmax", "smooth": 0.8, "float": ("down_proj",)}),
     "int8-smooth0.8-down-o-float": ("int8", {"method": "minmax", "smooth": 0.8, "float": ("down_proj", "o_proj")}),
+    # As `quantize` does it: kept float by role (llm_graph), and those GEMMs not smoothed.
+    "int8-smooth0.8-keep-down-o": ("int8", {"method": "minmax", "smooth": 0.8, "roles": ("down", "o")}),
     "int8-smooth0.9-down-float": ("int8", {"method": "minmax", "smooth": 0.9, "float": ("down_proj",)}),
     # Not a TensorRT form (per-call asymmetric uint8 activation ranges): what llm_ort, an ORT-only graph,
     # would gain from ORT's dynamic quantization (DynamicQuantizeMatMul).
@@ -54,6 +56,24 @@ VARIANTS = {
     "int4-awq-g32-lm_head-float": ("int4", {"block": 32, "symmetric": True, "awq": True, "float": ("lm_head",)}),
     "int4-sym-g32-smooth0.3": ("int4", {"block": 32, "symmetric": True, "smooth": 0.3}),
     "int4-sym-g32-smooth0.5": ("int4", {"block": 32, "symmetric": True, "smooth": 0.5}),
+    # Simulations (float graphs holding round-tripped weights) on GPTQ's symmetric grid (scale 2*absmax/15,
+    # levels -8..7): plain rounding; onnxruntime 1.32's bundled GPTQ (its error feedback reads the zero
+    # lower triangle of an upper Cholesky factor, so it rounds almost every weight as RTN does: the same
+    # result at percdamp 0.01, 0.001 and 1e-5); GPTQ as published (_gptq, a measurement, not product).
+    "int4-rtn-g32-sim": ("int4", {"block": 32, "sim": "rtn"}),
+    "int4-ort-gptq-g32-sim": ("int4", {"block": 32, "sim": "ort-gptq"}),
+    "int4-gptq-g32-sim": ("int4", {"block": 32, "sim": "gptq"}),
+    # Calibrated on the text samples alone (prompt prefills and chat decode steps): most calibration rows
+    # come from ODE steps and image questions, whose tokens here come from the random generation and
+    # vision parts, while the scoring is on text.
+    "int8-smooth0.8-down-float-text-calib": ("int8", {"method": "minmax", "smooth": 0.8, "float": ("down_proj",),
+                                                      "text": True}),
+    "int4-gptq-g32-text-calib-sim": ("int4", {"block": 32, "sim": "gptq", "text": True}),
+    # GPTQ's Hessians from 4096 tokens of other English (CPython's pydoc topics, held out from the scoring).
+    "int4-gptq-g32-pydoc-calib-sim": ("int4", {"block": 32, "sim": "gptq", "pydoc": True}),
+    # Floors: the weights alone rounded (per-output-channel symmetric int8 / fp16), activations float.
+    "int8-weights-only-sim": ("int8", {"block": 32, "sim": "w8"}),
+    "fp16-weights-only-sim": ("fp16", {"block": 32, "sim": "fp16"}),
 }
 
 
@@ -66,16 +86,24 @@ def _variant_artifact(fp32: Path, samples: Path, precision: str, how: dict, out:
     # A real copy: onnx refuses to read weights from a hard-linked file, and a link would also make the
     # source artifact unreadable to a `jflow-export quantize` running meanwhile.
     shutil.copytree(fp32, out)
+    if how.get("text"):
+        samples = _text_samples(samples, out.parent / f"{out.name}-samples")
+    elif how.get("pydoc"):
+        samples = _pydoc_samples(fp32, out.parent / f"{out.name}-samples")
     target = out / "onnx" / "llm_ort.onnx"
     target.unlink()
     m = Manifest.load(fp32, check_files=False)
-    if how.get("dynamic"):
+    if how.get("sim"):
+        _simulated(fp32 / "onnx" / "llm_ort.onnx", target, samples / "llm_ort", how["block"], how["sim"],
+                   how.get("damp", 0.01))
+    elif how.get("dynamic"):
         _dynamic(fp32 / "onnx" / "llm_ort.onnx", target)
     elif precision == "int8":
         model = onnx.load(str(fp32 / "onnx" / "llm_ort.onnx"), load_external_data=False)
         keep = [n.name for n in model.graph.node if any(n.name.endswith(s) for s in how.get("float", ()))]
         smoothing = {"alpha": how["smooth"], "maxima": None, "gemms": {}} if how.get("smooth") else None
-        q._int8(m, "llm_ort", target, samples / "llm_ort", how["method"], exclude=keep, smoothing=smoothing)
+        q._int8(m, "llm_ort", target, samples / "llm_ort", how["method"], exclude=keep, smoothing=smoothing,
+                keep_float=how.get("roles", ()))
     elif how.get("smooth") or how.get("awq"):  # activation-aware scales folded in before int4
         from jflow.calibration.llm_graph import pack_siblings
         from jflow.calibration.smooth import channel_maxima, fold_scales, smooth
@@ -96,6 +124,39 @@ def _variant_artifact(fp32: Path, samples: Path, precision: str, how: dict, out:
                 exclude=how.get("float", ()))
     graphs = {**m.graphs, "llm_ort": {**m.graphs["llm_ort"], "precision": precision}}
     update_manifest(out, {"graphs": graphs}, rehash=["onnx/llm_ort.onnx", "onnx/llm_ort.onnx.data"])
+    return out
+
+
+def _text_samples(samples: Path, out: Path, most: int = 64) -> Path:
+    """A copy of the calibration folder whose llm_ort holds only the calls of fewer than `most` new tokens."""
+    (out / "llm_ort").mkdir(parents=True, exist_ok=True)
+    for path in sorted((samples / "llm_ort").glob("*.npz")):
+        with np.load(path) as z:
+            if int(z["query_seqlens"].max()) < most:
+                shutil.copy(path, out / "llm_ort" / path.name)
+    return out
+
+
+def _pydoc_samples(fp32: Path, out: Path, tokens: int = 4096, window: int = 512) -> Path:
+    """llm_ort calibration samples (one prefill of `window` tokens each, empty cache) over the first `tokens`
+    tokens of CPython's pydoc topics: English documentation, none of it in the scored text."""
+    from pydoc_data.topics import topics
+
+    from jflow.runtime.pipeline import Pipeline
+    (out / "llm_ort").mkdir(parents=True, exist_ok=True)
+    with Pipeline.load(fp32, check_files="none") as pipe:
+        text = "\n\n".join(topics[k] for k in sorted(topics))
+        ids = pipe.tokenizer.tokenizer.encode(text, add_special_tokens=False).ids[:tokens]
+        past = [i for i in pipe.llm.past]
+        kv, hd = pipe.llm.kv_heads, pipe.llm.head_dim
+        for n, start in enumerate(range(0, len(ids), window)):
+            chunk = [pipe.tokenizer.bos_id] + ids[start:start + window - 1]
+            s = len(chunk)
+            feeds = {"inputs_embeds": pipe.embed([chunk]).astype(np.float32),
+                     "position_ids": np.arange(s)[None], "seqlens_k": np.array([s - 1], np.int32),
+                     "query_seqlens": np.array([s], np.int32), "total_sequence_length": np.array(s, np.int32),
+                     **{name: np.zeros((1, kv, 0, hd), np.float32) for name in past}}
+            np.savez(out / "llm_ort" / f"{n:05d}.npz", **feeds)
     return out
 
 
@@ -132,6 +193,91 @@ def _awq_scales(model, source: Path, samples: Path, block: int, rows: int = 256,
                 best = (err, s)
         scales[pair.matmul] = best[1]
     return scales
+
+
+def _matmul_hessians(model, source: Path, samples: Path) -> dict[str, np.ndarray]:
+    """X^T X / n (float64) for the input X of every constant-weight MatMul of `model`, probed on `source`."""
+    from jflow.calibration.smooth import probe
+    inits = {i.name for i in model.graph.initializer}
+    tensors = sorted({n.input[0] for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inits})
+    sums, count = {}, 0
+    for values in probe(source, tensors, samples):
+        for t, x in values.items():
+            x = x.reshape(-1, x.shape[-1]).astype(np.float64)
+            sums[t] = sums.get(t, 0) + x.T @ x
+        count += x.shape[0]
+    return {t: h / count for t, h in sums.items()}
+
+
+def _rtn_gptq_grid(w: np.ndarray, block: int) -> np.ndarray:
+    """Round to nearest on GPTQ's symmetric grid (scale 2*absmax/15 per block of the input dimension)."""
+    k, n = w.shape
+    b = w.reshape(k // block, block, n)
+    scale = np.abs(b).max(axis=1, keepdims=True) * 2 / 15
+    scale[scale == 0] = 1
+    return (np.clip(np.round(b / scale), -8, 7) * scale).reshape(k, n)
+
+
+def _gptq(w: np.ndarray, h: np.ndarray, group: int, damp: float = 0.01, blocksize: int = 128) -> np.ndarray:
+    """GPTQ (Frantar et al., 2023) for W [K, N] (rows: input channels) with H = X^T X: rows rounded in order,
+    each row's rounding error spread over the rows not yet rounded through the upper Cholesky factor of
+    H^-1; a group's scale is taken when its first row is reached. Returns the round-tripped weights."""
+    w, h = w.astype(np.float64).copy(), h.copy()
+    k = w.shape[0]
+    dead = np.diag(h) == 0
+    h[dead, dead], w[dead] = 1, 0
+    h[np.diag_indices(k)] += damp * np.mean(np.diag(h))
+    u = np.linalg.cholesky(np.linalg.inv(h)).T
+    out = np.zeros_like(w)
+    for i1 in range(0, k, blocksize):
+        i2 = min(i1 + blocksize, k)
+        w1, errors = w[i1:i2].copy(), np.zeros((i2 - i1, w.shape[1]))
+        for i in range(i2 - i1):
+            if (i1 + i) % group == 0:
+                scale = np.abs(w1[i:i + group]).max(axis=0) * 2 / 15
+                scale[scale == 0] = 1
+            out[i1 + i] = np.clip(np.round(w1[i] / scale), -8, 7) * scale
+            errors[i] = (w1[i] - out[i1 + i]) / u[i1 + i, i1 + i]
+            w1[i:] -= np.outer(u[i1 + i, i1 + i:i2], errors[i])
+        w[i2:] -= u[i1:i2, i2:].T @ errors
+    return out.astype(np.float32)
+
+
+def _simulated(source: Path, target: Path, samples: Path, block: int, how: str, damp: float = 0.01) -> None:
+    """llm_ort packed, lm_head as a MatMul, every constant-weight MatMul's weight replaced by its int4
+    round trip (GPTQ or plain rounding on GPTQ's grid), stored as float."""
+    import onnx
+    from onnx import numpy_helper
+    from onnxruntime.quantization.neural_compressor.weight_only import gptq
+
+    from jflow.calibration import quantize as q
+    from jflow.calibration.llm_graph import pack_siblings
+    model = onnx.load(str(source), load_external_data=True)
+    q._gemm_as_matmul(model)
+    pack_siblings(model)
+    hessians = _matmul_hessians(model, source, samples) if "gptq" in how else {}
+    inits = {i.name: i for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type != "MatMul" or node.input[1] not in inits:
+            continue
+        w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+        if how == "gptq":
+            fake = _gptq(w, hessians[node.input[0]], block, damp)
+        elif how == "ort-gptq":
+            fake = gptq(w.copy(), hessians[node.input[0]].copy(), num_bits=4, group_size=block, scheme="sym",
+                        percdamp=damp)
+        elif how == "w8":
+            scale = np.abs(w).max(axis=0, keepdims=True) / 127
+            scale[scale == 0] = 1
+            fake = np.clip(np.round(w / scale), -127, 127) * scale
+        elif how == "fp16":
+            fake = w.astype(np.float16).astype(np.float32)
+        else:
+            fake = _rtn_gptq_grid(w, block)
+        inits[node.input[1]].CopyFrom(numpy_helper.from_array(fake.astype(np.float32), node.input[1]))
+        print(".", end="", flush=True)
+    onnx.save(model, str(target), save_as_external_data=True, location=f"{target.name}.data", size_threshold=1024,
+              all_tensors_to_one_file=True)
 
 
 def _dynamic(source: Path, target: Path) -> None:
