@@ -199,21 +199,41 @@ def _collect(artifact, cset, folder, steps, positions, log) -> dict:
 
 
 class SampleReader:
-    """onnxruntime's CalibrationDataReader over one graph's sample files."""
+    """onnxruntime's CalibrationDataReader over one graph's sample files, one row (split_rows) a sample.
+    Also sized and sliceable (len, set_range): quantize_static's strided calibration reads it a slice at
+    a time."""
 
     def __init__(self, folder: Path, inputs: list[str]):
         self.files = sorted(folder.glob("*.npz"))
-        self.inputs, self.position, self.pending = inputs, 0, []
+        self.inputs, self.index, self.loaded = inputs, None, (None, [])
+        self.rewind()
+
+    def _rows(self) -> list[tuple[int, int]]:
+        """(file, row) of every sample, counted once (each file read once more)."""
+        if self.index is None:
+            self.index = [(f, r) for f in range(len(self.files)) for r in range(len(self._split(f)))]
+        return self.index
+
+    def _split(self, f: int) -> list[dict]:
+        if self.loaded[0] != f:
+            with np.load(self.files[f]) as z:
+                self.loaded = (f, split_rows({k: z[k] for k in z.files}))
+        return self.loaded[1]
 
     def get_next(self):
-        while not self.pending:
-            if self.position >= len(self.files):
-                return None
-            with np.load(self.files[self.position]) as z:
-                self.pending = split_rows({k: z[k] for k in z.files})
-            self.position += 1
-        feeds = expand_cache(self.pending.pop(0))
+        rows = self._rows()
+        if self.position >= (len(rows) if self.end is None else min(self.end, len(rows))):
+            return None
+        f, r = rows[self.position]
+        self.position += 1
+        feeds = expand_cache(self._split(f)[r])
         return {k: feeds[k] for k in self.inputs}
 
+    def __len__(self) -> int:
+        return len(self._rows())
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.position, self.end = start_index, end_index
+
     def rewind(self) -> None:
-        self.position, self.pending = 0, []
+        self.position, self.end = 0, None

@@ -65,3 +65,18 @@ def test_padded_portable_llm_samples_split_into_rows_of_their_own_tokens(tiny_ar
             if new[b, -1]:
                 np.testing.assert_allclose(logits[0], batched["logits"][b], rtol=1e-4, atol=1e-5)
     assert padded, "the calibration run recorded no padded (guidance) sample"
+
+
+def test_the_sample_reader_is_sized_and_sliceable_as_strided_calibration_reads_it(quantized):
+    folder = next((quantized["int8"].parent / "cache").glob("*/llm_ort"))
+    names = ["inputs_embeds", "seqlens_k"]
+    reader = SampleReader(folder, names)
+    straight = list(iter(reader.get_next, None))
+    assert len(reader) == len(straight) > len(list(folder.glob("*.npz")))  # guidance samples split in two
+    sliced = []
+    for start in range(len(reader)):
+        reader.set_range(start_index=start, end_index=start + 1)
+        sliced += list(iter(reader.get_next, None))
+    assert len(sliced) == len(straight)
+    for a, b in zip(sliced, straight):
+        assert all(np.array_equal(a[k], b[k]) for k in names)

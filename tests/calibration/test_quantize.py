@@ -62,6 +62,26 @@ def test_int8_qdq_is_symmetric_and_only_on_matmuls_and_convs(quantized, name):
     assert not any(n.op_type in FLOAT_ONLY_OPS and n.name.endswith("_quant") for n in model.graph.node)
 
 
+def _activation_scales(art, name):
+    model = _graph(art, name)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return {n.input[0]: float(inits[n.input[1]]) for n in model.graph.node if n.op_type == "QuantizeLinear"}
+
+
+def test_percentile_calibration_runs_on_samples_of_different_lengths(tiny_artifact, quantized, photos, tmp_path):
+    # onnxruntime's histogram calibrators stack each tensor over the samples of one collect_data call, which
+    # fails when token counts differ (prompt prefills beside ODE steps): quantize feeds them one at a time.
+    out = quantize_artifact(tiny_artifact, tmp_path / "percentile", "int8", calib=photos, samples=2, steps=3,
+                            method="percentile", cache=quantized["int8"].parent / "cache", log=lambda _: None)
+    assert Manifest.load(out).data["quantization"]["int8"]["calibration"] == "percentile"
+    for name in ("llm_ort", "gen_encoder"):
+        clipped, full = _activation_scales(out, name), _activation_scales(quantized["int8"], name)
+        assert clipped.keys() == full.keys() and all(np.isfinite(v) and v > 0 for v in clipped.values())
+        # the 99.999th percentile of |x| never exceeds the maximum, and somewhere clips below it
+        assert all(clipped[t] <= full[t] * (1 + 1e-5) for t in full), name
+        assert any(clipped[t] < full[t] * 0.999 for t in full), name
+
+
 @pytest.mark.parametrize("name", ["siglip", "llm", "llm_ort", "gen_encoder", "gen_decoder"])
 def test_int8_is_w8a8_every_weight_gemm_reads_a_quantized_activation(quantized, name):
     # Not silently weight-only: a calibrator that cannot see a tensor's type skips it without a word.
