@@ -32,13 +32,14 @@ def main() -> None:
     from onnx import numpy_helper
     from onnxruntime import __version__ as ort_version
     from onnxruntime.quantization.neural_compressor.weight_only import gptq
-    from quant_methods import _gptq, _matmul_hessians, _rtn_gptq_grid
+    from quant_methods import GPTQ_STEP, _fake_int4, _gptq, _matmul_hessians
     from real_checkpoint import real_artifact
 
     from jflow.calibration import quantize as q
     from jflow.calibration.collect import collect_samples
     from jflow.calibration.data import calibration_set
     from jflow.calibration.llm_graph import pack_siblings
+    from jflow.runtime.profile_stages import cpu_model
     fp32 = real_artifact("fp32")
     samples = collect_samples(fp32, calibration_set(8), q._cache_dir(), log=lambda _: None) / "llm_ort"
     source = fp32 / "onnx" / "llm_ort.onnx"
@@ -54,14 +55,14 @@ def main() -> None:
         w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
         h = hessians[node.input[0]]
         error = lambda fake: float(np.trace((w - fake).T @ h @ (w - fake)) / np.trace(w.T @ h @ w))  # noqa: B023,E731
-        rtn, ours = _rtn_gptq_grid(w, 32), _gptq(w, h, 32)
+        rtn, ours = _fake_int4(w, 32, GPTQ_STEP), _gptq(w, h, 32)
         ort_q = gptq(w.copy(), h.copy(), num_bits=4, group_size=32, scheme="sym")
         rows[node.name] = {"rtn": error(rtn), "onnxruntime_gptq": error(ort_q), "published_gptq": error(ours),
                            "onnxruntime_differs_from_rtn": float((np.abs(ort_q - rtn) > 1e-6 * np.abs(w).max()).mean())}
         print(node.name, {k: round(v, 6) for k, v in rows[node.name].items()}, flush=True)
     out = HERE / "results" / "gptq_check.json"
-    out.write_text(json.dumps({"onnxruntime": ort_version, "weights": "SmolLM2-135M-Instruct (real_checkpoint.py)",
-                               "gemms": rows}, indent=2) + "\n")
+    out.write_text(json.dumps({"machine": {"cpu_model": cpu_model()}, "onnxruntime": ort_version,
+                               "weights": "SmolLM2-135M-Instruct (real_checkpoint.py)", "gemms": rows}, indent=2) + "\n")
     print(f"wrote {out}")
 
 

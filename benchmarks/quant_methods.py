@@ -150,7 +150,6 @@ def _pydoc_samples(fp32: Path, out: Path, tokens: int = 4096, window: int = 512)
     with Pipeline.load(fp32, check_files="none") as pipe:
         text = "\n\n".join(topics[k] for k in sorted(topics))
         ids = pipe.tokenizer.tokenizer.encode(text, add_special_tokens=False).ids[:tokens]
-        past = [i for i in pipe.llm.past]
         kv, hd = pipe.llm.kv_heads, pipe.llm.head_dim
         for n, start in enumerate(range(0, len(ids), window)):
             chunk = [pipe.tokenizer.bos_id] + ids[start:start + window - 1]
@@ -158,16 +157,21 @@ def _pydoc_samples(fp32: Path, out: Path, tokens: int = 4096, window: int = 512)
             feeds = {"inputs_embeds": pipe.embed([chunk]).astype(np.float32),
                      "position_ids": np.arange(s)[None], "seqlens_k": np.array([s - 1], np.int32),
                      "query_seqlens": np.array([s], np.int32), "total_sequence_length": np.array(s, np.int32),
-                     **{name: np.zeros((1, kv, 0, hd), np.float32) for name in past}}
+                     **{name: np.zeros((1, kv, 0, hd), np.float32) for name in pipe.llm.past}}
             np.savez(out / "llm_ort" / f"{n:05d}.npz", **feeds)
     return out
 
 
-def _fake_int4(w: np.ndarray, block: int) -> np.ndarray:
-    """Symmetric int4 round trip in blocks along the input dimension (what MatMulNBitsQuantizer writes)."""
+# int4 scale = absmax * a / b. AWQ_STEP: the grid the AWQ search scores on. It is near, not equal to, what
+# MatMulNBitsQuantizer writes (scale = the block's largest-magnitude weight / -8, so that weight lands on -8).
+AWQ_STEP, GPTQ_STEP = (1, 7), (2, 15)
+
+
+def _fake_int4(w: np.ndarray, block: int, step: tuple[int, int] = AWQ_STEP) -> np.ndarray:
+    """Symmetric int4 round trip (levels -8..7) in blocks along the input dimension, scale = absmax * a / b."""
     k, n = w.shape
     b = w.reshape(k // block, block, n)
-    scale = np.abs(b).max(axis=1, keepdims=True) / 7
+    scale = np.abs(b).max(axis=1, keepdims=True) * step[0] / step[1]
     scale[scale == 0] = 1
     return (np.clip(np.round(b / scale), -8, 7) * scale).reshape(k, n)
 
@@ -200,7 +204,7 @@ def _awq_scales(model, source: Path, samples: Path, block: int, rows: int = 256,
 
 def _matmul_hessians(model, source: Path, samples: Path) -> dict[str, np.ndarray]:
     """X^T X / n (float64) for the input X of every constant-weight MatMul of `model`, probed on `source`."""
-    from jflow.calibration.smooth import probe
+    from jflow.calibration.collect import probe
     inits = {i.name for i in model.graph.initializer}
     tensors = sorted({n.input[0] for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inits})
     sums, count = {}, 0
@@ -210,15 +214,6 @@ def _matmul_hessians(model, source: Path, samples: Path) -> dict[str, np.ndarray
             sums[t] = sums.get(t, 0) + x.T @ x
         count += x.shape[0]
     return {t: h / count for t, h in sums.items()}
-
-
-def _rtn_gptq_grid(w: np.ndarray, block: int) -> np.ndarray:
-    """Round to nearest on GPTQ's symmetric grid (scale 2*absmax/15 per block of the input dimension)."""
-    k, n = w.shape
-    b = w.reshape(k // block, block, n)
-    scale = np.abs(b).max(axis=1, keepdims=True) * 2 / 15
-    scale[scale == 0] = 1
-    return (np.clip(np.round(b / scale), -8, 7) * scale).reshape(k, n)
 
 
 def _gptq(w: np.ndarray, h: np.ndarray, group: int, damp: float = 0.01, blocksize: int = 128) -> np.ndarray:
@@ -276,7 +271,7 @@ def _simulated(source: Path, target: Path, samples: Path, block: int, how: str, 
         elif how == "fp16":
             fake = w.astype(np.float16).astype(np.float32)
         else:
-            fake = _rtn_gptq_grid(w, block)
+            fake = _fake_int4(w, block, GPTQ_STEP)
         inits[node.input[1]].CopyFrom(numpy_helper.from_array(fake.astype(np.float32), node.input[1]))
         print(".", end="", flush=True)
     onnx.save(model, str(target), save_as_external_data=True, location=f"{target.name}.data", size_threshold=1024,

@@ -70,6 +70,15 @@ def split_rows(feeds: dict) -> list[dict]:
     return [feeds]
 
 
+def _row_count(z) -> int:
+    """How many samples split_rows makes of the npz `z`, read from its small keys only."""
+    if "query_seqlens" in z.files:
+        return len(z["query_seqlens"])
+    if "attention_mask" in z.files and "inputs_embeds" in z.files:
+        return len(z["attention_mask"])
+    return 1
+
+
 def _split_fused(feeds: dict) -> list[dict]:
     rows = []
     for b, (new, last) in enumerate(zip(feeds["query_seqlens"].tolist(), feeds["seqlens_k"].tolist())):
@@ -209,9 +218,12 @@ class SampleReader:
         self.rewind()
 
     def _rows(self) -> list[tuple[int, int]]:
-        """(file, row) of every sample, counted once (each file read once more)."""
+        """(file, row) of every sample, counted once from each file's small keys (npz reads lazily)."""
         if self.index is None:
-            self.index = [(f, r) for f in range(len(self.files)) for r in range(len(self._split(f)))]
+            self.index = []
+            for f, path in enumerate(self.files):
+                with np.load(path) as z:
+                    self.index += [(f, r) for r in range(_row_count(z))]
         return self.index
 
     def _split(self, f: int) -> list[dict]:
@@ -237,3 +249,24 @@ class SampleReader:
 
     def rewind(self) -> None:
         self.position, self.end = 0, None
+
+
+def probe(source: Path, tensors: list[str], samples: Path):
+    """For each calibration sample in `samples`, {tensor: value} for the named activations of the graph
+    `source`, run unoptimized (every tensor as the graph writes it; weights read where they lie)."""
+    import onnx
+    import onnxruntime as ort
+    graph = onnx.load(str(source), load_external_data=False)
+    for tensor in tensors:
+        graph.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(source.parent))
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every X as it is
+    session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    reader = SampleReader(samples, [i.name for i in session.get_inputs()])
+    seen = False
+    while (feeds := reader.get_next()) is not None:
+        seen = True
+        yield dict(zip(tensors, session.run(tensors, feeds)))
+    if tensors and not seen:
+        raise ValueError(f"no calibration samples in {samples}")

@@ -105,33 +105,11 @@ def channel_maxima(model, source: Path, samples: Path) -> dict[str, np.ndarray]:
 def gemm_inputs(model, source: Path, samples: Path):
     """For each calibration sample, {weight digest: X} over the smoothable GEMMs of `model` (see
     channel_maxima), run on `source` with no graph optimization so every X is there as it is."""
+    from jflow.calibration.collect import probe
     inits = {i.name: i for i in model.graph.initializer}
     keys = {p.tensor: digest(_array(inits[p.weight])) for p in find_pairs(model)}
     for values in probe(source, list(keys), samples):
         yield {keys[t]: v for t, v in values.items()}
-
-
-def probe(source: Path, tensors: list[str], samples: Path):
-    """For each calibration sample in `samples`, {tensor: value} for the named activations of the graph
-    `source`, run unoptimized (every tensor as the graph writes it; weights read where they lie)."""
-    import onnx
-    import onnxruntime as ort
-
-    from jflow.calibration.collect import SampleReader
-    graph = onnx.load(str(source), load_external_data=False)
-    for tensor in tensors:
-        graph.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
-    options = ort.SessionOptions()
-    options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(source.parent))
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every X as it is
-    session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    reader = SampleReader(samples, [i.name for i in session.get_inputs()])
-    seen = False
-    while (feeds := reader.get_next()) is not None:
-        seen = True
-        yield dict(zip(tensors, session.run(tensors, feeds)))
-    if tensors and not seen:
-        raise ValueError(f"no calibration samples in {samples}")
 
 
 def _array(init) -> np.ndarray:
