@@ -282,7 +282,6 @@ def _dynamic(source: Path, target: Path) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from jflow.calibration import quantize as q
     from jflow.calibration.llm_graph import pack_siblings
     model = onnx.load(str(source), load_external_data=True)
     pack_siblings(model)
@@ -293,7 +292,25 @@ def _dynamic(source: Path, target: Path) -> None:
                      extra_options={"MatMulConstBOnly": True})
     packed.unlink()
     packed.with_name(".packed.onnx.data").unlink()
-    q._finish(target)
+    _float_consumers_unrounded(target)
+
+
+def _float_consumers_unrounded(target: Path) -> None:
+    """Ops other than the GEMMs read the tensor a QuantizeLinear read, not its dequantized copy (what
+    quantize's own writer does by construction), and the weights file gets the name <graph>.onnx.data."""
+    import onnx
+    model = onnx.load(str(target), load_external_data=True)
+    quantize = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    float_of = {n.output[0]: quantize[n.input[0]] for n in model.graph.node
+                if n.op_type == "DequantizeLinear" and n.input[0] in quantize}
+    for node in model.graph.node:
+        if node.op_type not in ("MatMul", "Gemm", "Conv", "QuantizeLinear", "DequantizeLinear"):
+            for i, name in enumerate(node.input):
+                node.input[i] = float_of.get(name, name)
+    for leftover in target.parent.glob(f"{target.stem}*.data"):
+        leftover.unlink()
+    onnx.save(model, str(target), save_as_external_data=True, location=f"{target.name}.data", size_threshold=1024,
+              all_tensors_to_one_file=True)
 
 
 def main() -> None:

@@ -11,10 +11,14 @@ import click
 from jflow import __version__
 from jflow.artifact.precision import QUANTIZED
 from jflow.calibration import KEEP_FLOAT, METHODS, SMOOTH_ALPHA
-from jflow.cli_types import FiniteFloat, Seed
+from jflow import cli_legacy
+from jflow.cli_options import (FORCE_HELP, LEGACY_MODEL, MODEL_ARGUMENT, REFERENCE_CHUNK, SAMPLING_OPTIONS,
+                               _generation_options, _runtime_options, _sources, load_pipeline)
+from jflow.cli_serve import serve_command
+from jflow.cli_types import Seed
 from jflow.errors import JFlowError
 from jflow.fsutil import atomic_write_bytes, check_new_dir, check_writable_dir, check_writable_file
-from jflow.runtime.requests import MAX_CFG_WEIGHT
+from jflow.interrupts import stop_on_signals
 
 
 class _Group(click.Group):
@@ -32,49 +36,32 @@ class _Group(click.Group):
             raise click.ClickException(str(exc)) from exc
 
 
-def _options(*options):
-    """Apply several click options as one decorator (commands that share them stay in step)."""
-    def apply(f):
-        for option in reversed(options):
-            f = option(f)
-        return f
-    return apply
-
-
-_generation_options = _options(
-    click.option("-o", "--out", default="out.png", show_default=True, help="PNG file (out-1.png, ... for -n > 1)."),
-    click.option("--steps", default=30, show_default=True, type=click.IntRange(1), help="Euler steps of the ODE."),
-    click.option("--cfg", "cfg_weight", default=2.0, show_default=True, type=FiniteFloat(0, MAX_CFG_WEIGHT),
-                 help=f"Guidance weight, 0 to {MAX_CFG_WEIGHT:g} (1 is no guidance)."),
-    click.option("--seed", default=None, type=Seed(), help="Seed of the starting noise (random if not given)."),
-    click.option("-n", "count", default=1, show_default=True, type=click.IntRange(1), help="Images to make."))
-
-SAMPLING_OPTIONS = _options(
-    click.option("--temperature", default=0.0, show_default=True, type=FiniteFloat(0), help="0 is greedy."),
-    click.option("--top-p", default=1.0, show_default=True, type=FiniteFloat(0, 1, min_open=True),
-                 help="Nucleus sampling: keep the most likely tokens up to this probability mass, in (0, 1]."),
-    click.option("--seed", default=None, type=Seed(), help="Seed for sampling."))
 
 
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="jflow-export")
-def main():
-    """Compile DeepSeek JanusFlow-1.3B to ONNX / TensorRT and run it."""
+@click.pass_context
+def main(ctx):
+    """Compile DeepSeek JanusFlow-1.3B to ONNX / TensorRT and run it.
+
+    Inputs are arguments, outputs are --out (or -o for images)."""
+    # SIGTERM unwinds like Ctrl-C, so temporary files and partial folders are removed on the way out.
+    ctx.call_on_close(stop_on_signals())
 
 
-@main.command()
-@click.argument("out", type=click.Path())
+@main.command(cls=cli_legacy.Command)
+@click.argument("legacy_out", required=False, type=click.Path())
+@click.option("--out", default=None, type=click.Path(), help="Checkpoint folder to create (required).")
 @click.option("--seed", default=0, show_default=True, type=Seed(), help="Seed of the random weights.")
-@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
-def tiny(out, seed, force):
-    """Write the tiny random-weight JanusFlow as a checkpoint folder in the official format."""
+@click.option("--force", is_flag=True, help=FORCE_HELP)
+@click.pass_context
+def tiny(ctx, legacy_out, out, seed, force):
+    """Write the tiny random-weight JanusFlow as a checkpoint folder OUT in the official format."""
+    out = cli_legacy.one_of(ctx, "out", legacy_out, "tiny OUT", "tiny --out OUT")
     check_new_dir(out, "the checkpoint folder", replace=force)  # before torch loads
     from jflow.modeling import write_tiny_checkpoint
     path = write_tiny_checkpoint(out, seed=seed, overwrite=force)
     click.echo(f"wrote tiny JanusFlow checkpoint to {path}")
-
-
-MODEL_OPTION = click.option("--model", required=True, help="Checkpoint folder, or 'tiny' for the test model.")
 
 
 def _load_reference(model: str, vae: str | None, load_vae: bool):
@@ -87,8 +74,9 @@ def _load_reference(model: str, vae: str | None, load_vae: bool):
     return ref
 
 
-@main.command("onnx")
-@MODEL_OPTION
+@main.command("onnx", cls=cli_legacy.Command)
+@MODEL_ARGUMENT
+@LEGACY_MODEL
 @click.option("--out", required=True, type=click.Path(), help="Artifact folder to create.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True)
 @click.option("--max-batch", default=4, show_default=True, type=click.IntRange(1),
@@ -97,14 +85,15 @@ def _load_reference(model: str, vae: str | None, load_vae: bool):
               help="Prompt + generated tokens the LLM must hold (generation needs prompt + 577).")
 @click.option("--max-new-tokens", default=512, show_default=True, type=click.IntRange(1))
 @click.option("--vae", default=None, help="SDXL VAE folder (default: MODEL/vae).")
-@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
-def onnx_command(model, out, precision, max_batch, max_context, max_new_tokens, vae, force):
-    """Export the five graphs, reference I/O and manifest of MODEL to the artifact folder OUT."""
-    from pathlib import Path
-
+@click.option("--force", is_flag=True, help=FORCE_HELP)
+@click.pass_context
+def onnx_command(ctx, model, legacy_model, out, precision, max_batch, max_context, max_new_tokens, vae, force):
+    """Export the five graphs, reference I/O and manifest of MODEL (a checkpoint folder, or 'tiny' for the
+    test model) to the artifact folder OUT."""
     from jflow.export.artifact import export_artifact
     from jflow.artifact.spec import Limits
-    check_new_dir(out, "the artifact folder", replace=force)  # fail before loading a model
+    model, = cli_legacy.shifted(ctx, ["model"], legacy_model, "onnx --model MODEL", "onnx MODEL")
+    check_new_dir(out, "the artifact folder", replace=force, sources=_sources(model, vae))  # before loading
     ref = _load_reference(model, vae, load_vae=True)
     started = time.perf_counter()
     click.echo(f"exporting {model} ({precision}) to {out}", err=True)
@@ -135,11 +124,12 @@ def onnx_command(model, out, precision, max_batch, max_context, max_new_tokens, 
               help="int8: LLM GEMMs left float, by role, comma-separated: down (the MLP down projections: "
                    "their input silu(gate)*up is too heavy-tailed for one int8 scale), o (attention output "
                    "projections: not smoothable under grouped-query attention), or none.")
-@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--force", is_flag=True, help=FORCE_HELP)
 def quantize_command(src, out, precision, calib, samples, method, block_size, steps, smooth, keep_float, force):
     """Quantize the fp32 artifact SRC into a new INT8 or INT4 artifact OUT, calibrated on this runtime's own
-    inputs (cached under ~/.cache/jflow/calibration)."""
+    inputs (cached under $JFLOW_CACHE/calibration, by default ~/.cache/jflow/calibration)."""
     from jflow.calibration.quantize import quantize_artifact
+    check_new_dir(out, "the quantized artifact folder", replace=force, sources=[src])  # before any work
     quantize_artifact(src, out, precision, calib=calib, samples=samples, method=method, block_size=block_size,
                       steps=steps, smooth=smooth, keep_float=_roles(keep_float), force=force,
                       log=lambda line: click.echo(line, err=True))
@@ -151,9 +141,11 @@ def _roles(value: str) -> tuple[str, ...]:
     return () if value.strip() == "none" else tuple(r.strip() for r in value.split(",") if r.strip())
 
 
-@main.command("build")
-@click.option("--model", default=None, help="Checkpoint folder or 'tiny'; needed only when OUT holds no artifact yet.")
-@click.option("--out", required=True, type=click.Path(), help="Artifact folder (exported first if it has none).")
+@main.command("build", cls=cli_legacy.Command)
+@click.argument("artifact", required=False, metavar="ARTIFACT", type=click.Path())
+@click.option("--out", "legacy_out", default=None, hidden=True, type=click.Path())
+@click.option("--model", default=None,
+              help="Checkpoint folder or 'tiny'; needed only when ARTIFACT does not exist yet (it is exported first).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp16", show_default=True)
 @click.option("--target", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto", show_default=True,
               help="auto: TensorRT when TensorRT and a GPU are here, else ONNX Runtime.")
@@ -164,22 +156,25 @@ def _roles(value: str) -> tuple[str, ...]:
 @click.option("--workspace", "workspace_mib", default=None, type=click.IntRange(1), help="TensorRT workspace cap, MiB.")
 @click.option("--opt-level", default=None, type=click.IntRange(0, 5), help="TensorRT builder optimization level.")
 @click.option("--timing-cache", default=None, type=click.Path(), help="TensorRT timing cache file (reused, updated).")
-def build_command(model, out, precision, target, components, max_batch, max_context, max_new_tokens, workspace_mib,
-                  opt_level, timing_cache):
-    """Build engines for the target in OUT, exporting the ONNX artifact first when OUT has none."""
+@click.pass_context
+def build_command(ctx, artifact, legacy_out, model, precision, target, components, max_batch, max_context,
+                  max_new_tokens, workspace_mib, opt_level, timing_cache):
+    """Build engines for the target into the artifact folder ARTIFACT, exporting the ONNX artifact there first
+    (from --model) when it does not exist yet."""
     from pathlib import Path
 
     from jflow.engines.build import build
     from jflow.engines.targets import choose_target, tensorrt_status
     from jflow.artifact.manifest import MANIFEST_NAME
+    out = cli_legacy.one_of(ctx, "artifact", legacy_out, "build --out DIR", "build DIR")
     out_path = Path(out)
     has_artifact = (out_path / MANIFEST_NAME).is_file()
     if has_artifact:  # engines are written into it
         check_writable_dir(out_path, "the artifact folder")
     else:  # exported first
-        check_new_dir(out_path, "the artifact folder")
+        check_new_dir(out_path, "the artifact folder", sources=_sources(model))
     if timing_cache:
-        check_writable_file(timing_cache, "the timing cache")
+        check_writable_file(timing_cache, "the timing cache", example="timing.cache")
     status = tensorrt_status() if target != "onnxruntime" else None
     choose_target(target, out, status, artifact_ready=has_artifact)  # fail fast, before any export
     if has_artifact:
@@ -214,11 +209,11 @@ def build_command(model, out, precision, target, components, max_batch, max_cont
 @click.option("--instances", default=1, show_default=True, type=click.IntRange(1), help="Instances of every model.")
 @click.option("--max-queue-delay-us", default=100, show_default=True, type=click.IntRange(0),
               help="How long Triton may hold a request to batch it with others (batched graphs only).")
-@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--force", is_flag=True, help=FORCE_HELP)
 def triton_command(artifact, out, engines, variant, instances, max_queue_delay_us, force):
     """Write a Triton Inference Server model repository OUT for ARTIFACT."""
     from jflow.engines.triton_repo import export_repository
-    check_new_dir(out, "the model repository", replace=force)  # before the artifact is read
+    check_new_dir(out, "the model repository", replace=force, sources=[artifact])  # before the artifact is read
     started = time.perf_counter()
     path = export_repository(artifact, out, engines=engines, variant=variant, instances=instances,
                              max_queue_delay_us=max_queue_delay_us, force=force,
@@ -242,28 +237,6 @@ def verify(artifact, backend, graphs):
     sys.exit(0 if report.ok else 1)
 
 
-def _load_pipeline(artifact: str, backend: str, threads: int | None, spin: bool, check_files: str):
-    from jflow.runtime.pipeline import Pipeline
-    started = time.perf_counter()
-    pipe = Pipeline.load(artifact, backend=backend, threads=threads, spin=spin, check_files=check_files)
-    click.echo(f"{artifact}: {pipe.manifest.precision}, backend {pipe.backend.name} ({pipe.backend.device}), "
-               f"llm form {pipe.llm.graph_name}, checked in {time.perf_counter() - started:.2f}s", err=True)
-    return pipe
-
-
-_runtime_options = _options(
-    click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto",
-                 show_default=True, help="auto: TensorRT when the artifact has engines and TensorRT is installed, "
-                                         "else onnxruntime (with its GPU provider when installed)."),
-    click.option("--threads", default=None, type=click.IntRange(1), help="ONNX Runtime intra-op threads "
-                                                                           "(default: one per core)."),
-    click.option("--spin/--no-spin", default=True, show_default=True,
-                 help="ONNX Runtime workers spin between the kernels of a run (fastest when the cores are yours) "
-                      "or always sleep (--no-spin: better when other processes compete for the cores)."),
-    click.option("--check-files", type=click.Choice(["stamp", "full"]), default="stamp", show_default=True,
-                 help="stamp: re-hash only files changed since the last full check; full: hash every file."))
-
-
 @main.command()
 @click.argument("artifact", type=click.Path())
 @click.argument("prompt")
@@ -271,17 +244,22 @@ _runtime_options = _options(
 @_runtime_options
 def generate(artifact, prompt, out, steps, cfg_weight, seed, count, backend, threads, spin, check_files):
     """Text to image with an exported ARTIFACT (no torch needed)."""
-    from jflow.runtime.image_io import check_output_images, save_images
+    from jflow.runtime.image_io import check_output_images, images_to_files
     from jflow.runtime.requests import check_generation_args
     check_generation_args(steps, cfg_weight)  # fail before loading anything
-    check_output_images(out, count)
-    pipe = _load_pipeline(artifact, backend, threads, spin, check_files)
+    paths = check_output_images(out, count)
+    pipe = load_pipeline(artifact, backend, threads, spin, check_files)
+    pipe.preload("generate")  # the VAE from the checked files too, not opened after sampling
     started = time.perf_counter()
     with click.progressbar(length=steps * count, label="sampling", file=sys.stderr) as bar:
-        latents = pipe.generate_latents(prompt, steps=steps, cfg_weight=cfg_weight, seed=seed, num_images=count,
-                                        progress=lambda done, total: bar.update(done - bar.pos))
-    for path in save_images(pipe.decode_latents(latents), out):
-        click.echo(f"wrote {path}")
+        def render(noise):  # one chunk of the artifact's max_batch images, written before the next starts
+            base = bar.pos
+            latents = pipe.generate_latents(prompt, steps=steps, cfg_weight=cfg_weight, noise=noise,
+                                            num_images=len(noise),
+                                            progress=lambda done, total: bar.update(base + done - bar.pos))
+            return pipe.decode_latents(latents)
+        for path in images_to_files(paths, int(pipe.limits["max_batch"]), seed, pipe.latent_size, render):
+            click.echo(f"wrote {path}")
     click.echo(f"{count} image(s), {steps} steps in {time.perf_counter() - started:.1f}s", err=True)
 
 
@@ -296,11 +274,12 @@ def generate(artifact, prompt, out, steps, cfg_weight, seed, count, backend, thr
 def chat(artifact, image, question, max_new_tokens, temperature, top_p, seed, backend, threads, spin, check_files):
     """Answer QUESTION about an image with an exported ARTIFACT, streaming the text to stdout."""
     from jflow.runtime.image_io import load_image
+    from jflow.terminal import terminal_safe
     picture = load_image(image)  # fail before loading anything
-    pipe = _load_pipeline(artifact, backend, threads, spin, check_files)
+    pipe = load_pipeline(artifact, backend, threads, spin, check_files)
     for piece in pipe.answer_stream(picture, question, max_new_tokens=max_new_tokens, temperature=temperature,
                                     top_p=top_p, seed=seed):
-        click.echo(piece, nl=False)
+        click.echo(terminal_safe(piece), nl=False)  # control characters escaped; the API's text is exact
         sys.stdout.flush()
     click.echo()
 
@@ -319,10 +298,11 @@ def profile_command(artifact, backend, threads, spin, check_files, runs, warmup,
     import json
 
     from jflow.runtime.profile_stages import profile, stage_plan, trace_requests
-    for path, what in ((json_path, "the --json file"), (trace_path, "the --trace file")):
+    for path, what, example in ((json_path, "the --json file", "profile.json"),
+                                (trace_path, "the --trace file", "trace.json")):
         if path:
-            check_writable_file(path, what)  # before minutes of profiling
-    pipe = _load_pipeline(artifact, backend, threads, spin, check_files)
+            check_writable_file(path, what, example=example)  # before minutes of profiling
+    pipe = load_pipeline(artifact, backend, threads, spin, check_files)
     with click.progressbar(length=len(stage_plan(pipe)) * runs, label="profiling", file=sys.stderr) as bar:
         report = profile(pipe, runs=runs, warmup=warmup, steps=steps, tick=lambda: bar.update(1))
     click.echo(f"{'stage':<24} {'p50 ms':>10} {'p90 ms':>10} {'min ms':>10}")
@@ -344,41 +324,55 @@ def reference():
     """Run the PyTorch reference (the oracle) directly, on the CPU."""
 
 
-@reference.command("generate")
-@MODEL_OPTION
-@click.argument("prompt")
+@reference.command("generate", cls=cli_legacy.Command)
+@MODEL_ARGUMENT
+@click.argument("prompt", required=False, metavar="PROMPT")
+@LEGACY_MODEL
 @_generation_options
 @click.option("--vae", default=None, help="SDXL VAE folder (default: MODEL/vae).")
-def reference_generate(model, prompt, out, steps, cfg_weight, seed, count, vae):
-    """Text to image with the reference model."""
-    from jflow.runtime.image_io import check_output_images, save_images
+@click.pass_context
+def reference_generate(ctx, model, prompt, legacy_model, out, steps, cfg_weight, seed, count, vae):
+    """Text to image with the reference model MODEL (a checkpoint folder, or 'tiny')."""
+    from jflow.runtime.image_io import check_output_images, images_to_files
     from jflow.runtime.requests import check_generation_args
+    model, prompt = cli_legacy.shifted(ctx, ["model", "prompt"], legacy_model,
+                                       "reference generate --model MODEL PROMPT", "reference generate MODEL PROMPT")
     check_generation_args(steps, cfg_weight)  # fail before loading a model
-    check_output_images(out, count)
+    paths = check_output_images(out, count)
     ref = _load_reference(model, vae, load_vae=True)
     started = time.perf_counter()
-    with click.progressbar(length=steps, label="sampling", file=sys.stderr) as bar:
-        result = ref.generate([prompt] * count, steps=steps, cfg_weight=cfg_weight, seed=seed,
-                              progress=lambda done, total: bar.update(1))
-    for path in save_images(result.images, out):
-        click.echo(f"wrote {path}")
+    chunks = len(range(0, count, REFERENCE_CHUNK))
+    with click.progressbar(length=steps * chunks, label="sampling", file=sys.stderr) as bar:
+        def render(noise):
+            return ref.generate([prompt] * len(noise), steps=steps, cfg_weight=cfg_weight, noise=noise,
+                                progress=lambda done, total: bar.update(1)).images
+        for path in images_to_files(paths, REFERENCE_CHUNK, seed, ref.model.config.latent_size, render):
+            click.echo(f"wrote {path}")
     click.echo(f"{count} image(s), {steps} steps in {time.perf_counter() - started:.1f}s", err=True)
 
 
-@reference.command("chat")
-@MODEL_OPTION
+@reference.command("chat", cls=cli_legacy.Command)
+@MODEL_ARGUMENT
 @click.option("--image", required=True, type=click.Path(), help="The picture to ask about.")
-@click.argument("question")
+@click.argument("question", required=False, metavar="QUESTION")
+@LEGACY_MODEL
 @click.option("--max-new-tokens", default=512, show_default=True, type=click.IntRange(1))
 @SAMPLING_OPTIONS
-def reference_chat(model, image, question, max_new_tokens, temperature, top_p, seed):
-    """Answer a question about an image with the reference model."""
+@click.pass_context
+def reference_chat(ctx, model, image, question, legacy_model, max_new_tokens, temperature, top_p, seed):
+    """Answer QUESTION about an image with the reference model MODEL (a checkpoint folder, or 'tiny')."""
     from jflow.runtime.image_io import load_image
+    model, question = cli_legacy.shifted(ctx, ["model", "question"], legacy_model,
+                                         "reference chat --model MODEL ... QUESTION",
+                                         "reference chat MODEL --image IMG QUESTION")
     picture = load_image(image)  # fail before loading a model
     ref = _load_reference(model, None, load_vae=False)
-    click.echo(ref.answer(picture, question, max_new_tokens=max_new_tokens, temperature=temperature,
-                          top_p=top_p, seed=seed))
+    from jflow.terminal import terminal_safe
+    click.echo(terminal_safe(ref.answer(picture, question, max_new_tokens=max_new_tokens, temperature=temperature,
+                                        top_p=top_p, seed=seed)))
 
+
+main.add_command(serve_command)  # in its own module: the HTTP server is an optional extra
 
 if __name__ == "__main__":
     main()

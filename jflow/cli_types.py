@@ -30,3 +30,22 @@ class FiniteFloat(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return number
+
+
+class Threads(click.IntRange):
+    """--threads: 1 to jflow.runtime.requests.max_threads() (4 per core), refused while parsing."""
+
+    name = "threads"
+
+    def __init__(self):
+        super().__init__(1)
+
+    def convert(self, value, param, ctx):
+        from jflow.errors import InputError
+        from jflow.runtime.requests import check_threads
+        number = super().convert(value, param, ctx)
+        try:
+            check_threads(number)
+        except InputError as exc:
+            self.fail(str(exc), param, ctx)
+        return number

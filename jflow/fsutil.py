@@ -6,7 +6,10 @@
 - `check_writable_file` / `check_new_dir` / `check_writable_dir`: refuse an output path before any
   work starts, by creating and removing a probe there (os.access is wrong for root and read-only mounts).
 - `staged_dir` / `publish_dir`: a folder written under a private temporary name and published in one
-  rename; without `replace` the rename itself refuses a target that appeared meanwhile.
+  rename; without `replace` the rename itself refuses a target that appeared meanwhile. With `replace`
+  only a folder jflow wrote is replaced (`jflow.output_folders`), checked again just before the swap.
+- Names: an output name longer than its folder allows (NAME_MAX) is refused up front, and the
+  temporary names derived from it are shortened to fit, so a legal name never fails at the end.
 """
 
 from __future__ import annotations
@@ -23,10 +26,14 @@ from typing import BinaryIO, Iterator
 
 from jflow import ownership
 from jflow.errors import OutputError
+from jflow.output_folders import check_apart, check_not_protected, check_replaceable, mark_output, written_by_jflow
 
 PARTIAL = ".partial-"  # .NAME.partial-XXXXXXXX: a folder being written for NAME (see staged_dir)
 CONTENT = "content"    # what becomes NAME; the marker stays outside it, so it is never published
 SCRATCH = ".jflow-scratch-"
+_RANDOM = 8  # characters tempfile adds to a prefix
+_TEMP_ROOM = 32  # bytes a temporary name (.NAME.partial-XXXXXXXX/content) may add to a path
+DEFAULT_NAME_MAX = 255
 
 
 @contextmanager
@@ -34,7 +41,8 @@ def atomic_file(path: str | Path, mode: int = 0o666) -> Iterator[BinaryIO]:
     """A binary file object whose bytes appear at `path` only when the block ends without error."""
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        prefix = temp_prefix(path.name, "", path.parent, reserve=_RANDOM + len(".tmp"))
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise _cannot_write(path, exc) from exc
     try:
@@ -74,11 +82,13 @@ def scratch_dir(folder: str | Path) -> Iterator[Path]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def check_writable_file(path: str | Path, what: str = "the output file") -> Path:
-    """Refuse a file path that cannot be written: a folder, a missing folder, or an unwritable one."""
+def check_writable_file(path: str | Path, what: str = "the output file", example: str = "out.png") -> Path:
+    """Refuse a file path that cannot be written: a folder, a missing folder, an unwritable one, or a name
+    too long for its folder. `example`: a file name to suggest when `path` is a folder (its own extension)."""
     path = Path(path)
+    check_name_length(path, what)  # first: a name too long cannot even be looked at
     if path.is_dir():
-        raise OutputError(f"{what} {path} is a folder; give a file name, e.g. {path / 'out.png'}")
+        raise OutputError(f"{what} {path} is a folder; give a file name, e.g. {path / example}")
     if not path.parent.is_dir():
         state = "is not a folder" if path.parent.exists() else "does not exist"
         raise OutputError(f"cannot write {what} {path}: {path.parent} {state}; create the folder or choose another")
@@ -86,14 +96,68 @@ def check_writable_file(path: str | Path, what: str = "the output file") -> Path
     return path
 
 
-def check_new_dir(path: str | Path, what: str = "the output folder", replace: bool = False) -> Path:
-    """Refuse a folder to create (or, with `replace`, to replace) that cannot be written."""
+def check_name_length(path: str | Path, what: str = "the output") -> None:
+    """Refuse a path with a component longer than its file system allows (bytes, NAME_MAX) or that is
+    longer than PATH_MAX in all, before any work: writing it would fail only at the end."""
+    full = Path(os.path.abspath(path))
+    limit = name_max(full.parent)
+    for part in full.parts[1:]:
+        size = len(os.fsencode(part))
+        if size > limit:
+            raise OutputError(f"{what} {_short(path)}: the name {_short(part)} is {size} bytes; this file system "
+                              f"allows at most {limit}: choose a shorter name")
+    total, most = len(os.fsencode(str(full))), _path_max(full.parent) - 1 - _TEMP_ROOM
+    if total > most:
+        raise OutputError(f"{what} {_short(path)}: the path is {total} bytes; this system allows {most} (PATH_MAX "
+                          f"less {_TEMP_ROOM} for jflow's temporary names): choose a shorter path")
+
+
+def _short(text) -> str:
+    text = str(text)
+    return text if len(text) <= 60 else f"{text[:28]}...{text[-28:]}"
+
+
+def name_max(folder: str | Path) -> int:
+    """Longest file name (bytes) allowed in `folder` (or in its nearest existing parent)."""
+    return _pathconf(folder, "PC_NAME_MAX", DEFAULT_NAME_MAX)
+
+
+def _path_max(folder: Path) -> int:
+    return _pathconf(folder, "PC_PATH_MAX", 4096)
+
+
+def _pathconf(folder: str | Path, name: str, default: int) -> int:
+    folder = Path(os.path.abspath(folder))
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        value = os.pathconf(folder, name)
+    except (OSError, ValueError, AttributeError):
+        return default
+    return value if isinstance(value, int) and value > 0 else default
+
+
+def temp_prefix(name: str, tag: str, folder: str | Path, reserve: int) -> str:
+    """".NAME.TAG", NAME shortened so that the prefix plus `reserve` more bytes fits `folder`'s NAME_MAX:
+    a temporary name is never what makes a legal output name fail."""
+    room = name_max(folder) - reserve - len(os.fsencode(f"..{tag}"))
+    while len(os.fsencode(name)) > max(room, 1):
+        name = name[:-1]
+    return f".{name}.{tag}"
+
+
+def check_new_dir(path: str | Path, what: str = "the output folder", replace: bool = False,
+                  sources=()) -> Path:
+    """Refuse a folder to create (or, with `replace`, to replace) that cannot be written, that --force may
+    not replace (see jflow.output_folders), or that is, contains or lies inside one of `sources`."""
     path = Path(os.path.abspath(path))  # "out/.." names the folder it is, not an entry ".."
+    check_apart(path, sources, what)
     if os.path.lexists(path):
+        check_not_protected(path, what)
         if not replace:
             raise OutputError(f"{path} already exists; choose another folder, or replace it with --force")
-        if not path.is_dir():
-            raise OutputError(f"{what} {path} is a file, not a folder; remove it or choose another name")
+        check_replaceable(path, what)
+    check_name_length(path, what)
     ancestor = path.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
@@ -113,25 +177,29 @@ def check_writable_dir(path: str | Path, what: str = "the folder") -> Path:
 
 
 @contextmanager
-def staged_dir(out: str | Path, replace: bool = False) -> Iterator[Path]:
+def staged_dir(out: str | Path, replace: bool = False, kind: str = "folder", sources=()) -> Iterator[Path]:
     """A folder to write `out` into, published as `out` in one rename when the block succeeds.
 
     It lives in a hidden sibling .NAME.partial-XXXX with an owner marker, so one left by a killed
-    process is removed by the next run for the same NAME (and nothing unmarked ever is).
+    process is removed by the next run for the same NAME (and nothing unmarked ever is). The result
+    carries jflow's output mark (`kind` says what it is), so a later --force may replace it.
+    `sources`: the inputs the folder must stay apart from (see check_new_dir).
     """
     out = Path(os.path.abspath(out))
+    check_apart(out, sources, "the output folder")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_partials(out)
-        partial = Path(tempfile.mkdtemp(prefix=f".{out.name}{PARTIAL}", dir=out.parent))
+        partial = Path(tempfile.mkdtemp(prefix=partial_prefix(out), dir=out.parent))
     except OSError as exc:
         raise OutputError(f"cannot write in {out.parent}: {exc.strerror or exc}; choose another folder") from exc
     try:
         ownership.mark(partial)
         content = partial / CONTENT
         content.mkdir()
+        mark_output(content, kind)
         yield content
-        publish_dir(content, out, replace=replace)
+        publish_dir(content, out, replace=replace, sources=sources)
     except OSError as exc:  # disk full, permissions: one line for the user, not a traceback
         raise OutputError(f"writing {out} failed: {exc}; nothing was published (check free space and "
                           "permissions)") from exc
@@ -141,7 +209,12 @@ def staged_dir(out: str | Path, replace: bool = False) -> Iterator[Path]:
 
 def remove_stale_partials(out: Path) -> list[Path]:
     """Delete .NAME.partial-* folders next to `out` whose marker proves their writer is gone."""
-    return remove_abandoned(out.parent, f".{out.name}{PARTIAL}")
+    return remove_abandoned(out.parent, partial_prefix(out))
+
+
+def partial_prefix(out: Path) -> str:
+    """.NAME.partial- (NAME shortened to fit the folder with mkdtemp's random tail)."""
+    return temp_prefix(out.name, PARTIAL[1:], out.parent, reserve=_RANDOM)
 
 
 def remove_abandoned(folder: Path, prefix: str) -> list[Path]:
@@ -155,20 +228,26 @@ def remove_abandoned(folder: Path, prefix: str) -> list[Path]:
     return removed
 
 
-def publish_dir(tmp: Path, out: Path, replace: bool = False) -> None:
+def publish_dir(tmp: Path, out: Path, replace: bool = False, sources=()) -> None:
     """Make the finished folder `tmp` appear as `out` in one rename.
 
     Without `replace`, an `out` that exists at the moment of the rename is an error and is left as it
     is (of two writers racing for a new `out`, exactly one wins). With `replace`, an existing `out` is
-    moved next to `tmp` (inside the marked partial folder), swapped in, then removed.
+    checked (jflow wrote it, nothing protected: the check that counts is this one, just before the
+    swap), moved next to `tmp` (inside the marked partial folder), checked again there (what was moved
+    is what was checked), swapped with `tmp`, then removed.
     """
     tmp, out = Path(tmp), Path(out)
     try:
         if not replace:
             rename_noreplace(tmp, out)
         elif os.path.lexists(out):
+            check_apart(out, sources, "the output folder")
+            check_replaceable(out, "the output folder")
             old = tmp.with_name(f"{tmp.name}.old")
             os.replace(out, old)
+            if not written_by_jflow(old):  # replaced between the check and the move: put it back
+                _put_back(old, out)
             os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)
         else:
@@ -178,6 +257,19 @@ def publish_dir(tmp: Path, out: Path, replace: bool = False) -> None:
                           "it is; choose another folder, or replace it with --force") from exc
     except OSError as exc:
         raise OutputError(f"cannot publish {out}: {exc.strerror or exc}") from exc
+
+
+def _put_back(old: Path, out: Path) -> None:
+    """Return a folder that is not jflow's to where it was (or, if that name is taken again, beside it)."""
+    try:
+        rename_noreplace(old, out)
+        where = out
+    except OSError:
+        where = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name, "kept-", out.parent, _RANDOM)[1:],
+                                      dir=out.parent))
+        os.replace(old, where)
+    raise OutputError(f"{out} changed while this was written and is not jflow's output (kept as {where}); "
+                      "nothing was replaced: choose another folder")
 
 
 def rename_noreplace(src: Path, dst: Path) -> None:

@@ -13,6 +13,7 @@ import socket
 import stat
 from pathlib import Path
 
+from jflow.artifact.json_file import read_json
 MARKER = ".jflow-owner.json"
 
 
@@ -34,7 +35,7 @@ def is_abandoned(folder: Path) -> bool:
         info = os.lstat(folder)
         if not stat.S_ISDIR(info.st_mode) or info.st_uid != _uid():
             return False
-        data = json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
+        data = read_json(Path(folder) / MARKER)  # bounded: a planted marker nested 10^5 deep is not ours
         pid, host, boot, start = int(data["pid"]), data["host"], data.get("boot_id"), data.get("start")
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False

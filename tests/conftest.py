@@ -2,6 +2,29 @@
 
 import pytest
 
+from jflow.artifact import cache_dir
+
+# jflow's cache root as this process found it (the user's ~/.cache/jflow), before the tests move it.
+REAL_CACHE = cache_dir.root()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Every test, and every process a test starts, keeps its caches (verified stamps, calibration samples)
+    in a temporary folder: JFLOW_CACHE and XDG_CACHE_HOME point there, so the user's is never written.
+    Autouse and session-wide, so it is in place before the session's artifacts are exported and loaded."""
+    folder = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(folder))
+        patch.setenv("JFLOW_CACHE", str(folder / "jflow"))
+        yield folder / "jflow"
+
+
+@pytest.fixture(scope="session")
+def real_cache():
+    """The cache root the tests must leave alone (see private_cache)."""
+    return REAL_CACHE
+
 
 @pytest.fixture(scope="session")
 def tiny_ref():

@@ -100,3 +100,21 @@ def test_atomic_write_gives_ordinary_permissions_and_leaves_nothing_on_failure(t
             f.write(b"half")
             raise RuntimeError("interrupted")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
+
+
+def test_temporary_names_fit_wherever_the_final_name_fits(tmp_path):
+    """Issue 18, point 13: the temporary file or folder of a name at the file system's limit (NAME_MAX bytes)
+    is shortened to fit, so a legal name never fails at the end of the work."""
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    image = tmp_path / ("n" * (limit - 4) + ".png")
+    save_images(np.zeros((1, 8, 8, 3), np.uint8), image)
+    wide = tmp_path / ("é" * ((limit - 4) // 2) + ".bin")  # 2 bytes a character: cut on a character boundary
+    fsutil.atomic_write_bytes(wide, b"x")
+    folder = tmp_path / ("d" * limit)
+    with fsutil.staged_dir(folder) as staged:
+        (staged / "graph.onnx").write_bytes(b"whole")
+    assert image.read_bytes().startswith(b"\x89PNG") and wide.read_bytes() == b"x"
+    assert (folder / "graph.onnx").read_bytes() == b"whole"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([image.name, wide.name, folder.name])
+    with pytest.raises(fsutil.OutputError, match=f"at most {limit}"):
+        fsutil.check_writable_file(tmp_path / ("n" * limit + ".png"))

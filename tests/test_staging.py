@@ -13,6 +13,7 @@ import pytest
 
 from jflow import fsutil, ownership
 from jflow.errors import OutputError
+from jflow.output_folders import OUTPUT_MARK
 
 
 def partials(folder, name):
@@ -96,12 +97,71 @@ def test_publishing_refuses_a_target_that_appeared_meanwhile(tmp_path, monkeypat
     with pytest.raises(OutputError, match="appeared while"):
         with fsutil.staged_dir(out) as folder:
             (folder / "mine").write_text("second")
-            out.mkdir()  # another export finished first
-            (out / "theirs").write_text("first")
-    assert sorted(p.name for p in out.iterdir()) == ["theirs"] and partials(tmp_path, "art") == []
-    with fsutil.staged_dir(out, replace=True) as folder:  # --force still replaces
+            with fsutil.staged_dir(out) as theirs:  # another export finished first
+                (theirs / "theirs").write_text("first")
+    assert contents(out) == ["theirs"] and partials(tmp_path, "art") == []
+    with fsutil.staged_dir(out, replace=True) as folder:  # --force still replaces jflow's own output
         (folder / "mine").write_text("forced")
-    assert sorted(p.name for p in out.iterdir()) == ["mine"] and partials(tmp_path, "art") == []
+    assert contents(out) == ["mine"] and partials(tmp_path, "art") == []
+
+
+def contents(folder):
+    """What a published folder holds besides jflow's output mark."""
+    return sorted(p.name for p in folder.iterdir() if p.name != OUTPUT_MARK)
+
+
+def test_force_replaces_only_what_jflow_wrote_checked_just_before_the_swap(tmp_path):
+    out = tmp_path / "art"
+    with fsutil.staged_dir(out) as folder:
+        (folder / "graph.onnx").write_text("v1")
+    assert (out / OUTPUT_MARK).is_file()  # every published folder carries the mark
+    with pytest.raises(OutputError, match="not written by jflow"):
+        with fsutil.staged_dir(out, replace=True) as folder:
+            (folder / "graph.onnx").write_text("v2")
+            # While this export ran, the folder was replaced by one of the user's own.
+            os.rename(out, tmp_path / "moved-away")
+            out.mkdir()
+            (out / "report.docx").write_text("precious")
+    assert contents(out) == ["report.docx"] and (out / "report.docx").read_text() == "precious"
+    assert partials(tmp_path, "art") == []
+
+
+def test_the_mark_in_a_moved_folder_is_checked_too(tmp_path, monkeypatch):
+    """The check before the swap and the swap are two steps: what was moved is checked again, and a folder
+    that is not jflow's goes back where it was."""
+    out = tmp_path / "art"
+    with fsutil.staged_dir(out) as folder:
+        (folder / "graph.onnx").write_text("v1")
+    real_check = fsutil.check_replaceable
+
+    def check_then_swap(path, what):  # the user's folder takes the name just after the check
+        real_check(path, what)
+        os.rename(out, tmp_path / "moved-away")
+        out.mkdir()
+        (out / "report.docx").write_text("precious")
+    monkeypatch.setattr(fsutil, "check_replaceable", check_then_swap)
+    with pytest.raises(OutputError, match="not jflow's output"):
+        with fsutil.staged_dir(out, replace=True) as folder:
+            (folder / "graph.onnx").write_text("v2")
+    assert contents(out) == ["report.docx"] and partials(tmp_path, "art") == []
+
+
+def test_an_export_never_replaces_or_enters_its_source(tmp_path):
+    source = tmp_path / "ckpt"
+    with fsutil.staged_dir(source) as folder:
+        (folder / "model.safetensors").write_text("weights")
+    for out, how in ((source, "is the source"), (source / "sub", "lies inside the source"),
+                     (tmp_path, "contains the source"), (tmp_path / "ckpt" / ".." / "ckpt", "is the source")):
+        with pytest.raises(OutputError, match=how):
+            fsutil.check_new_dir(out, replace=True, sources=[source])
+        with pytest.raises(OutputError, match=how):
+            with fsutil.staged_dir(out, replace=True, sources=[source]):
+                pass
+    link = tmp_path / "link"
+    link.symlink_to(source)  # another spelling of the same folder
+    with pytest.raises(OutputError, match="is the source"):
+        fsutil.check_new_dir(source, replace=True, sources=[link])
+    assert (source / "model.safetensors").read_text() == "weights"
 
 
 def test_fallback_also_refuses_an_empty_target_folder(tmp_path, monkeypatch):
@@ -148,3 +208,26 @@ def test_a_dotdot_target_names_the_folder_it_is(tmp_path):
     with pytest.raises(OutputError, match="already exists"):
         fsutil.check_new_dir(tmp_path / "art" / "x" / "..")
     assert not (tmp_path / "art" / "x").exists()
+
+
+def test_what_counts_as_written_by_jflow(tmp_path, tiny_artifact):
+    """The mark, or (for folders written before it) an artifact's manifest or a repository's generated
+    model.py; never a look-alike of the user's, a link, or a file."""
+    from jflow.output_folders import written_by_jflow
+
+    legacy_artifact = tmp_path / "old-art"
+    legacy_artifact.mkdir()
+    (legacy_artifact / "manifest.json").write_bytes((tiny_artifact / "manifest.json").read_bytes()[:5000])
+    legacy_repo = tmp_path / "old-repo" / "janusflow_generate" / "1"
+    legacy_repo.mkdir(parents=True)
+    (legacy_repo / "model.py").write_text('"""Written by `jflow-export triton`: a Triton Python-backend model"""')
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "manifest.json").write_text('{"name": "my web app", "jflow_version": "1"}')
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    (forged / OUTPUT_MARK).symlink_to(legacy_artifact / "manifest.json")
+    link = tmp_path / "link"
+    link.symlink_to(legacy_artifact)
+    assert written_by_jflow(legacy_artifact) and written_by_jflow(tmp_path / "old-repo")
+    assert not any(written_by_jflow(p) for p in (theirs, forged, link, legacy_artifact / "manifest.json"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Any
 
+from jflow.artifact.brief import listing, quoted
 from jflow.artifact.precision import PRECISIONS
 from jflow.errors import JFlowError
 
@@ -56,10 +57,10 @@ class ArtifactError(JFlowError):
 def safe_rel(rel: Any, what: str, source: str = "manifest.json") -> str:
     """A relative posix path that stays inside the artifact, or ArtifactError."""
     if not isinstance(rel, str) or not rel:
-        raise ArtifactError(f"{source}: {what} must be a non-empty relative path, got {rel!r}; {REEXPORT}")
+        raise ArtifactError(f"{source}: {what} must be a non-empty relative path, got {quoted(rel)}; {REEXPORT}")
     p = PurePosixPath(rel)
     if p.is_absolute() or ".." in p.parts or "\\" in rel or (len(rel) > 1 and rel[1] == ":"):
-        raise ArtifactError(f"{source}: {what} {rel!r} must be a relative path inside the artifact "
+        raise ArtifactError(f"{source}: {what} {quoted(rel)} must be a relative path inside the artifact "
                             f"(no absolute paths, no '..'); {REEXPORT}")
     return rel
 
@@ -69,6 +70,16 @@ MAX_SIZE = 2**31 - 1  # no axis, limit or token id of ours comes near it; a larg
 
 def _whole(value: Any, low: int = 1) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= MAX_SIZE
+
+
+def _check_whole(section: dict, where: str, keys: tuple[str, ...], low: int, source: str) -> None:
+    """ArtifactError naming each of `keys` that is not a whole number in low..MAX_SIZE, with its value."""
+    bad = [f"{k} is missing" if k not in section else f"{k} is {quoted(section[k])}"
+           for k in keys if not _whole(section.get(k), low)]
+    if bad:
+        what = "token ids" if where == "special_tokens" else "values"
+        raise ArtifactError(f"{source}: {where}: {'; '.join(bad)}, but its {what} must be whole numbers from {low} "
+                            f"to {MAX_SIZE}; {REEXPORT}")
 
 
 def check_contract(data: dict, source: str) -> None:
@@ -81,21 +92,15 @@ def check_contract(data: dict, source: str) -> None:
     if wrong:
         raise ArtifactError(f"{source}: wrong type for {', '.join(wrong)}; {REEXPORT}")
     if data["precision"] not in PRECISIONS:
-        raise ArtifactError(f"{source}: precision {data['precision']!r} is not one of {', '.join(PRECISIONS)}; "
+        raise ArtifactError(f"{source}: precision {quoted(data['precision'])} is not one of {', '.join(PRECISIONS)}; "
                             f"{REEXPORT}")
-    bad = [k for k in LIMITS if not _whole(data["limits"].get(k))]
-    if bad:
-        raise ArtifactError(f"{source}: limits lacks whole numbers >= 1 for {', '.join(bad)}; {REEXPORT}")
+    _check_whole(data["limits"], "limits", LIMITS, 1, source)
     generation = data["generation"]
-    bad = [k for k in ("latent_size", "num_gen_tokens") if not _whole(generation.get(k))]
-    if bad:
-        raise ArtifactError(f"{source}: generation lacks whole numbers >= 1 for {', '.join(bad)}; {REEXPORT}")
+    _check_whole(generation, "generation", ("latent_size", "num_gen_tokens"), 1, source)
     if data["limits"]["max_context"] <= generation["num_gen_tokens"] + 1:
         raise ArtifactError(f"{source}: limits.max_context {data['limits']['max_context']} leaves no room for a "
                             f"prompt before the {generation['num_gen_tokens'] + 1} generation tokens; {REEXPORT}")
-    bad = [k for k in SPECIAL_TOKENS if not _whole(data["special_tokens"].get(k), low=0)]
-    if bad:
-        raise ArtifactError(f"{source}: special_tokens lacks token ids for {', '.join(bad)}; {REEXPORT}")
+    _check_whole(data["special_tokens"], "special_tokens", SPECIAL_TOKENS, 0, source)
     absent = [g for g in GRAPH_NAMES if g not in data["graphs"]]
     if absent:
         raise ArtifactError(f"{source}: graphs lacks {', '.join(absent)}; the runtime needs all of "
@@ -107,25 +112,25 @@ def check_contract(data: dict, source: str) -> None:
     for rel, digest in data["files"].items():
         safe_rel(rel, "files entry", source)
         if not (isinstance(digest, str) and len(digest) == 64):
-            raise ArtifactError(f"{source}: files[{rel!r}] is not a sha256 hex digest; {REEXPORT}")
+            raise ArtifactError(f"{source}: files[{quoted(rel)}] is not a sha256 hex digest; {REEXPORT}")
     _check_reference(data["reference"], source)
     # Everything the runtime opens must be covered by a hash, or the sha256 check proves nothing.
     unhashed = [p for p in used_paths(data) if p not in data["files"]]
     if unhashed:
-        raise ArtifactError(f"{source}: file(s) {', '.join(unhashed)} are used but have no sha256 under "
-                            f"\"files\"; {REEXPORT}")
+        raise ArtifactError(f"{source}: {len(unhashed)} file(s) are used but have no sha256 under \"files\": "
+                            f"{listing(unhashed)}; {REEXPORT}")
 
 
 def _check_graph(name: str, g: Any, source: str) -> None:
-    where = f"{source}: graphs[{name!r}]"
+    where = f"{source}: graphs[{quoted(name)}]"
     if not isinstance(g, dict):
         raise ArtifactError(f"{where} must be an object; {REEXPORT}")
     missing = [k for k in ("file", "inputs", "outputs") if k not in g]
     if missing:
         raise ArtifactError(f"{where} is missing {', '.join(missing)}; {REEXPORT}")
-    safe_rel(g["file"], f"graphs[{name!r}].file", source)
+    safe_rel(g["file"], f"graphs[{quoted(name)}].file", source)
     if g.get("precision", "fp32") not in PRECISIONS:
-        raise ArtifactError(f"{where}.precision {g.get('precision')!r} is not one of {', '.join(PRECISIONS)}; "
+        raise ArtifactError(f"{where}.precision {quoted(g.get('precision'))} is not one of {', '.join(PRECISIONS)}; "
                             f"{REEXPORT}")
     for side in ("inputs", "outputs"):
         ios = g[side]
@@ -135,7 +140,7 @@ def _check_graph(name: str, g: Any, source: str) -> None:
             if not (isinstance(io, dict) and isinstance(io.get("name"), str) and io.get("dtype") in DTYPES
                     and isinstance(io.get("shape"), list)
                     and all(isinstance(d, str) or _whole(d) for d in io["shape"])):
-                raise ArtifactError(f"{where}.{side} has a bad entry {io!r} (needs name, dtype in {DTYPES}, "
+                raise ArtifactError(f"{where}.{side} has a bad entry {quoted(io)} (needs name, dtype in {DTYPES}, "
                                     f"shape of axis names and sizes); {REEXPORT}")
     required = GRAPH_IO.get(name) or OPTIONAL_GRAPH_IO.get(name)
     if required:
@@ -179,7 +184,7 @@ def _check_reference(ref: dict, source: str) -> None:
     if not isinstance(graphs, dict) or not isinstance(e2e, dict):
         raise ArtifactError(f"{source}: reference.graphs and reference.end_to_end must be objects; {REEXPORT}")
     for key, rel in {**graphs, **e2e}.items():
-        safe_rel(rel, f"reference[{key!r}]", source)
+        safe_rel(rel, f"reference[{quoted(key)}]", source)
 
 
 def used_paths(data: dict) -> list[str]:

@@ -6,17 +6,52 @@ with the same code, so the two can never disagree about what makes an engine val
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from jflow.artifact.brief import describe
 from jflow.errors import JFlowError
+
+
+# What to do without TensorRT, in one place for the build and the runtime.
+TENSORRT_HOWTO = ("install it (Jetson: JetPack 6 ships it, `sudo apt install nvidia-jetpack`; desktop or server: "
+                  "`pip install tensorrt cuda-python polygraphy`, with an NVIDIA driver and CUDA 12)")
 
 
 class StaleEngineError(JFlowError):
     """The artifact's engines were built for another TensorRT version or GPU."""
+
+
+class TensorRTMissing(JFlowError):
+    """TensorRT cannot be used here. `kind`: "absent" (not installed: `--backend auto` may then use ONNX
+    Runtime without a word), "broken" (installed, fails to import) or "no_gpu"."""
+
+    def __init__(self, message: str, kind: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def _tensorrt_installed() -> bool:
+    try:
+        return importlib.util.find_spec("tensorrt") is not None
+    except (ImportError, ValueError):  # a module already imported without a spec: it is there
+        return True
+
+
+def import_tensorrt():
+    """The tensorrt module, or TensorRTMissing: not installed, or installed but failing to import (a missing
+    libnvinfer raises OSError or ImportError, a registry stub raises what it likes)."""
+    try:
+        import tensorrt
+    except Exception as exc:
+        if not _tensorrt_installed():
+            raise TensorRTMissing(f"TensorRT is not installed ({describe(exc)})", "absent") from None
+        raise TensorRTMissing(f"the installed TensorRT cannot be loaded ({describe(exc)})", "broken") from None
+    return tensorrt
 
 
 @dataclass(frozen=True)
@@ -41,7 +76,7 @@ class EngineIdentity:
                 f"the engines were built with TensorRT {built.tensorrt_version} for {built.gpu_name} "
                 f"(sm {built.compute_capability}), but this machine has TensorRT {self.tensorrt_version} on "
                 f"{self.gpu_name} (sm {self.compute_capability}); rebuild them here with "
-                "`jflow-export build --out DIR --target tensorrt`")
+                "`jflow-export build DIR --target tensorrt`")
 
 
 def gpu_identity() -> tuple[str, str]:
@@ -55,18 +90,26 @@ def gpu_identity() -> tuple[str, str]:
     except Exception:  # not installed, or no usable device: try the next way
         pass
     if shutil.which("nvidia-smi"):
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30)
-        if out.returncode == 0 and out.stdout.strip():
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=30)
             name, cc = (part.strip() for part in out.stdout.splitlines()[0].split(","))
-            return name, cc
+            if out.returncode == 0:
+                return name, cc
+        except (OSError, subprocess.SubprocessError, IndexError, ValueError):  # hung, broken or no GPU listed
+            pass
     raise RuntimeError("no NVIDIA GPU found (neither cuda-python nor nvidia-smi reports one)")
 
 
 def probe_identity() -> EngineIdentity:
-    """This machine's identity; ImportError without TensorRT, RuntimeError without a GPU."""
-    import tensorrt
-    return EngineIdentity(tensorrt.__version__, *gpu_identity())
+    """This machine's identity; TensorRTMissing without a usable TensorRT or without a GPU."""
+    tensorrt = import_tensorrt()
+    version = str(getattr(tensorrt, "__version__", "unknown"))
+    try:
+        gpu = gpu_identity()
+    except RuntimeError as exc:
+        raise TensorRTMissing(f"TensorRT {version} is here but unusable: {exc}", "no_gpu") from None
+    return EngineIdentity(version, *gpu)
 
 
 @dataclass(frozen=True)

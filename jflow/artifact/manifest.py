@@ -4,8 +4,8 @@ An artifact is one plain folder DIR with DIR/manifest.json, which names the mode
 (file, input/output names, dtypes, shapes, dynamic ranges), the precision and its policy, the reference
 files, the tool versions and the sha256 of every other file in DIR. Loading checks the schema version,
 the runtime's contract (`jflow.artifact.contract`) and every file: by its sha256, or, after one full
-check, by a verified stamp (size, mtime, inode of each file, tied to this manifest's own hash) so a
-start-up does not re-read gigabytes; a changed file is hashed again. Symbolic links are refused: an
+check, by a verified stamp (size, mtime, ctime, inode of each file, tied to this manifest's own hash) so
+a start-up does not re-read gigabytes; a changed file is hashed again. Symbolic links are refused: an
 artifact is a plain folder, and a link could make the runtime read (or a build write) outside it.
 """
 
@@ -14,18 +14,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from jflow import __version__ as JFLOW_VERSION
 from jflow.artifact import stamp
+from jflow.artifact.brief import listing
 from jflow.artifact.contract import REEXPORT, REQUIRED_KEYS, ArtifactError, check_contract, safe_rel
+from jflow.artifact.json_file import BadJSON, parse_json, read_bounded
 from jflow.fsutil import atomic_write_bytes
 
 SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 CHECKS = ("stamp", "full", "none")
+SHOWN_PROBLEMS = 10  # lines of a failed integrity check; the rest is counted
 _CHUNK = 1 << 20  # hash files in 1 MiB chunks: multi-GB weight files never sit in memory
 
 __all__ = ["ArtifactError", "Manifest", "MANIFEST_NAME", "SCHEMA_VERSION", "file_hashes", "sha256_file",
@@ -107,6 +111,7 @@ class Manifest:
     root: Path
     data: dict[str, Any] = field(repr=False)
     digest: str = ""  # sha256 of manifest.json itself
+    verified: dict = field(default_factory=dict, repr=False)  # {file: stamp identity} the last check proved
 
     def __getattr__(self, key: str) -> Any:  # manifest.precision, .limits, .graphs, .files, ...
         if key in REQUIRED_KEYS:
@@ -134,10 +139,10 @@ class Manifest:
             raise ArtifactError(f"not a jflow artifact: {root}/{MANIFEST_NAME} {why}; run `jflow-export onnx` "
                                 f"first (an interrupted export leaves no manifest, so export again)")
         try:
-            raw = mpath.read_bytes()
-            data = json.loads(raw.decode("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ArtifactError(f"{mpath} is not valid JSON ({e}); the artifact is damaged, {REEXPORT}") from None
+            raw = read_bounded(mpath)
+            data = parse_json(raw)
+        except BadJSON as e:
+            raise ArtifactError(f"{mpath} {e}; the artifact is damaged, {REEXPORT}") from None
         except OSError as e:
             raise ArtifactError(f"cannot read {mpath}: {e}") from None
         m = cls.from_dict(data, root, source=str(mpath))
@@ -168,7 +173,7 @@ class Manifest:
     # ---- integrity -----------------------------------------------------------------------------------
     def file_problems(self, full: bool = True) -> list[str]:
         """One line per listed file that is missing, a link, or whose sha256 differs (empty when intact).
-        With full=False, files whose size/mtime/inode match the verified stamp are not read again."""
+        With full=False, files whose size/mtime/ctime/inode match the verified stamp are not read again."""
         known = {} if full else stamp.read(self.root, self.digest)
         problems, seen = [], {}
         for rel, digest in self.files.items():
@@ -185,19 +190,37 @@ class Manifest:
                 seen[rel] = identity
             elif sha256_file(p) != digest.lower():
                 problems.append(f"{rel}: altered (sha256 mismatch)")
-            else:
+            elif stamp.identity(p) == identity:  # not changed while it was read: what was hashed is this file
                 seen[rel] = identity
+        self.verified = seen  # the Pipeline pins these: a file opened later must still be the one checked
         if not problems:
             stamp.write(self.root, self.digest, seen)
         return problems
+
+    def still_verified(self, rel: str, pinned: list[int] | None) -> list[int] | None:
+        """The identity of listed file `rel` now, when it is still the file that was checked: its identity is
+        `pinned`, or its sha256 is still the listed one (a hard link, chmod or `touch` moves ctime without
+        changing a byte). None when it is gone, a link, or its content differs."""
+        path = self.root / rel
+        try:
+            now = stamp.identity(path)
+            if now == pinned:
+                return now
+            same = _links_under(self.root, rel) is None and sha256_file(path) == self.files[rel].lower()
+            return now if same and stamp.identity(path) == now else None
+        except OSError:
+            return None
 
     def check_files(self, full: bool = True) -> None:
         """ArtifactError listing every missing, linked or altered file, or nothing when the artifact is intact."""
         problems = self.file_problems(full)
         if problems:
-            lines = "\n".join(f"  {p}" for p in problems)
+            lines = listing(problems, SHOWN_PROBLEMS, sep="\n  ")
+            kinds = Counter("missing" if p.endswith(": missing") else "altered" if p.endswith("mismatch)")
+                            else "symbolic links" for p in problems)
+            counts = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
             raise ArtifactError(f"artifact {self.root} failed its integrity check "
-                                f"({len(problems)} of {len(self.files)} file(s)):\n{lines}\n"
+                                f"({len(problems)} of {len(self.files)} file(s): {counts}):\n  {lines}\n"
                                 f"Re-export the artifact with `jflow-export onnx`, or copy the whole folder again.")
 
     # ---- access --------------------------------------------------------------------------------------
@@ -206,7 +229,7 @@ class Manifest:
         try:
             return self.graphs[name]
         except KeyError:
-            have = ", ".join(self.graphs) or "none"
+            have = listing(self.graphs) or "none"
             raise ArtifactError(f"artifact {self.root} has no graph {name!r}; it has: {have}") from None
 
     def path(self, rel: str) -> Path:

@@ -1,7 +1,12 @@
-"""Verified stamps: after a full sha256 check, remember each file's (size, mtime, inode, device) so the next
-load re-hashes only what changed. A multi-GB artifact then starts in milliseconds instead of seconds
-(far longer on a Jetson's eMMC), and the guarantee stays: a changed, replaced or truncated file has a
-new identity and is hashed again.
+"""Verified stamps: after a full sha256 check, remember each file's (size, mtime, ctime, inode, device) so
+the next load re-hashes only what changed. A multi-GB artifact then starts in milliseconds instead of
+seconds (far longer on a Jetson's eMMC), and the guarantee stays: a changed, replaced or truncated file
+has a new identity and is hashed again.
+
+ctime is the field that makes it hold: an unprivileged user can put back a file's mtime (`touch -r`)
+after editing it in place, but every write, chmod or utime sets ctime to the current time, and only
+root can set it back (by changing the clock or editing the file system). Moving the folder changes
+the stamp's key (the resolved folder path), so a moved artifact is hashed in full once.
 
 The stamp is tied to the sha256 of manifest.json, so a new manifest invalidates it. It lives in the
 user's cache folder, not in the artifact (which may sit on read-only media), and it is a cache: anyone
@@ -12,17 +17,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
+from jflow.artifact import cache_dir
+from jflow.artifact.json_file import read_json
 from jflow.errors import JFlowError
 from jflow.fsutil import atomic_write_bytes
 
 
+FORMAT = 2  # 1 had no ctime: such stamps are misses, and the next full check replaces them
+
+
 def folder() -> Path:
-    base = os.environ.get("JFLOW_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or
-                                                         os.path.expanduser("~/.cache"), "jflow")
-    return Path(base) / "verified"
+    return cache_dir.root() / "verified"
 
 
 def _path(root: Path) -> Path:
@@ -32,16 +39,17 @@ def _path(root: Path) -> Path:
 
 def identity(path: Path) -> list[int]:
     st = path.stat()
-    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev]
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
 
 
 def read(root: Path, manifest_digest: str) -> dict[str, list[int]]:
     """{relative path: identity} recorded for this manifest, or {} (no stamp, another manifest, unreadable)."""
     try:
-        data = json.loads(_path(root).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = read_json(_path(root))
+    except (OSError, ValueError):  # BadJSON is a ValueError: a damaged stamp is a miss
         return {}
-    if not isinstance(data, dict) or data.get("manifest") != manifest_digest or not manifest_digest:
+    if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("manifest") != manifest_digest \
+            or not manifest_digest:
         return {}
     files = data.get("files")
     return files if isinstance(files, dict) else {}
@@ -54,7 +62,7 @@ def write(root: Path, manifest_digest: str, files: dict[str, list[int]]) -> None
     target = _path(root)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(target, json.dumps({"manifest": manifest_digest, "root": str(root.resolve()),
-                                               "files": files}).encode("utf-8"))
+        record = {"format": FORMAT, "manifest": manifest_digest, "root": str(root.resolve()), "files": files}
+        atomic_write_bytes(target, json.dumps(record).encode("utf-8"))
     except (OSError, JFlowError):
         pass

@@ -3,10 +3,11 @@
 The fp32 artifact runs the calibration set through `Pipeline`, with a backend that records the feeds of
 chosen calls: for every prompt, the prompt prefill and ODE steps spread over the whole 30-step
 trajectory (t from noise to image); for every question, SigLIP, the prefill and a few decode
-positions. Both LLM forms are recorded (the ORT form on one pass, the portable form on a second), so
-each quantized graph is calibrated on its own inputs. A cache row holds only the tokens written before
-the call, so a sample keeps just those (the cache is re-padded when it is read back). Samples are
-seeded, written once per (artifact, set, settings) under the cache folder, and reused.
+positions. Each generation runs once, on one LLM form (`calibrated_form`: the ORT form where the artifact
+has it); the other form computes the same values at the same GEMMs and takes its ranges by weight
+(gemms.py). A cache row holds only the tokens written before the call, so a sample keeps just those (the
+cache is re-padded when it is read back). Samples are seeded, written once per (artifact, set, settings)
+under the cache folder, and reused.
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ def collect_samples(artifact: Path, cset: CalibrationSet, cache: Path, steps: in
     """The folder of samples (one subfolder per graph, one npz per call); collected unless cached."""
     from jflow.artifact.manifest import Manifest
     manifest = Manifest.load(artifact, check_files=False)
-    key = hashlib.sha256(json.dumps([manifest.digest, cset.digest, steps, list(decode_positions), 1]).encode())
+    key = hashlib.sha256(json.dumps([manifest.digest, cset.digest, steps, list(decode_positions), 2]).encode())
     folder = cache / key.hexdigest()[:24]
     if (folder / DONE).is_file():
         log(f"calibration samples from the cache: {folder}")
@@ -178,6 +179,11 @@ def collect_samples(artifact: Path, cset: CalibrationSet, cache: Path, steps: in
     return folder
 
 
+def calibrated_form(manifest) -> str:
+    """The LLM graph calibration runs (and records): llm_ort where the artifact has it, else llm."""
+    return "llm_ort" if "llm_ort" in manifest.graphs else "llm"
+
+
 def _collect(artifact, cset, folder, steps, positions, log) -> dict:
     from jflow.runtime.llm_runner import llm_runner
     from jflow.runtime.pipeline import Pipeline
@@ -185,25 +191,22 @@ def _collect(artifact, cset, folder, steps, positions, log) -> dict:
     keep = trajectory_steps(steps)
     with Pipeline.load(artifact, check_files=False) as pipe:
         pipe.backend = RecordingBackend(pipe.backend, recorder)
-        forms = ["onnxruntime", "portable"] if "llm_ort" in pipe.manifest.graphs else ["portable"]
-        for form in forms:
-            pipe.llm = llm_runner(pipe.backend, pipe.manifest, form)
-            llm, others = pipe.llm.graph_name, form == forms[0]  # SigLIP and the UViT once, on the first pass
-            for i, prompt in enumerate(cset.prompts):
-                log(f"calibration ({llm}): generation {i + 1}/{len(cset.prompts)}, {steps} steps")
+        llm = calibrated_form(pipe.manifest)
+        pipe.llm = llm_runner(pipe.backend, pipe.manifest, "onnxruntime" if llm == "llm_ort" else "portable")
+        for i, prompt in enumerate(cset.prompts):
+            log(f"calibration: generation {i + 1}/{len(cset.prompts)}, {steps} steps")
 
-                def gen(name, index):  # llm: 0 = prefill, i = step i-1; gen_*: index = step
-                    if name == llm:
-                        return index == 0 or index - 1 in keep
-                    return others and name in ("gen_encoder", "gen_decoder") and index in keep
-                recorder.begin(gen)
-                pipe.generate_latents(prompt, steps=steps, seed=i)
-            for i, (question, photo) in enumerate(zip(cset.questions, cset.photos)):
-                log(f"calibration ({llm}): question {i + 1}/{len(cset.questions)} about {photo.name}")
-                recorder.begin(lambda name, index: (name == llm and (index == 0 or index in positions))
-                               or (others and name == "siglip"))
-                for _ in pipe._decode([str(photo)], [question], max(positions) + 1, 0.0, 1.0, None):
-                    pass
+            def gen(name, index):  # llm: 0 = prefill, i = step i-1; gen_*: index = step
+                if name == llm:
+                    return index == 0 or index - 1 in keep
+                return name in ("gen_encoder", "gen_decoder") and index in keep
+            recorder.begin(gen)
+            pipe.generate_latents(prompt, steps=steps, seed=i)
+        for i, (question, photo) in enumerate(zip(cset.questions, cset.photos)):
+            log(f"calibration: question {i + 1}/{len(cset.questions)} about {photo.name}")
+            recorder.begin(lambda name, index: (name == llm and (index == 0 or index in positions)) or name == "siglip")
+            for _ in pipe._decode([str(photo)], [question], max(positions) + 1, 0.0, 1.0, None):
+                pass
     return dict(recorder.count)
 
 
@@ -257,16 +260,23 @@ def probe(source: Path, tensors: list[str], samples: Path):
     import onnx
     import onnxruntime as ort
     graph = onnx.load(str(source), load_external_data=False)
+    inputs = {i.name for i in graph.graph.input}
+    present = {o.name for o in graph.graph.output} | inputs
     for tensor in tensors:
-        graph.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
+        if tensor not in present:
+            graph.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
     options = ort.SessionOptions()
     options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(source.parent))
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every X as it is
+    options.log_severity_level = 3  # extra outputs are ours: no warnings about them
     session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    del graph
     reader = SampleReader(samples, [i.name for i in session.get_inputs()])
+    computed = [t for t in tensors if t not in inputs]
     seen = False
     while (feeds := reader.get_next()) is not None:
         seen = True
-        yield dict(zip(tensors, session.run(tensors, feeds)))
+        values = dict(zip(computed, session.run(computed, feeds))) if computed else {}
+        yield {t: feeds[t] if t in inputs else values[t] for t in tensors}
     if tensors and not seen:
         raise ValueError(f"no calibration samples in {samples}")

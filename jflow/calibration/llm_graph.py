@@ -7,16 +7,20 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+from onnx import TensorProto
 
 from jflow.calibration.smooth import find_pairs
+from jflow.calibration.tensors import Tensors
 
 
-def pack_siblings(model) -> int:
+def pack_siblings(model, tensors: Tensors | None = None) -> int:
     """MatMuls that read the same input with constant weights (Q/K/V, gate/up) -> one MatMul on the weights
     side by side, then a Split. Done before quantizing, in both LLM forms alike, so the packed weights are
     the same bytes in both (stored once); the fp32/fp16 artifacts stay unpacked (ORT would have to fold the
-    packing at every session start). Returns the number of MatMuls packed away."""
-    from onnx import helper, numpy_helper
+    packing at every session start). `tensors`: where the weights lie (default: in `model`); a packed weight
+    is made when read. Returns the number of MatMuls packed away."""
+    from onnx import helper
+    tensors = tensors or Tensors(model)
     inits = {i.name: i for i in model.graph.initializer}
     by_input: dict[str, list] = {}
     for node in model.graph.node:
@@ -26,13 +30,14 @@ def pack_siblings(model) -> int:
     for source, group in by_input.items():
         if len(group) < 2 or len({tuple(inits[n.input[1]].dims)[0] for n in group}) != 1:
             continue
-        weights = [numpy_helper.to_array(inits[n.input[1]]) for n in group]
-        name = f"{group[0].name}.packed"
-        model.graph.initializer.append(numpy_helper.from_array(np.concatenate(weights, axis=1), f"{name}.weight"))
-        model.graph.initializer.append(numpy_helper.from_array(np.array([w.shape[1] for w in weights], np.int64),
-                                                               f"{name}.split"))
-        model.graph.value_info.append(helper.make_tensor_value_info(f"{name}/out", inits[group[0].input[1]].data_type,
-                                                                    None))  # typed, for the calibrator
+        widths = [inits[n.input[1]].dims[1] for n in group]
+        parts = [tensors.reader(n.input[1]) for n in group]
+        name, data_type = f"{group[0].name}.packed", inits[group[0].input[1]].data_type
+        tensors.derive(f"{name}.weight", lambda parts=parts: np.concatenate([p() for p in parts], axis=1), data_type,
+                       [inits[group[0].input[1]].dims[0], sum(widths)])
+        tensors.derive(f"{name}.split", lambda widths=widths: np.array(widths, np.int64), TensorProto.INT64,
+                       [len(widths)])
+        model.graph.value_info.append(helper.make_tensor_value_info(f"{name}/out", data_type, None))  # typed
         first = nodes.index(group[0])
         nodes[first] = helper.make_node("MatMul", [source, f"{name}.weight"], [f"{name}/out"], name=name)
         nodes.insert(first + 1, helper.make_node("Split", [f"{name}/out", f"{name}.split"],

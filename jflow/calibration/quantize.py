@@ -11,34 +11,41 @@ checkpoint. Nothing in the runtime changes: quantized graphs take and give the s
   are written once and shared by both forms): one GEMM per shared input, as GenAI's builder does.
 Kept float (the precision policy): norm statistics, softmax and attention scores (MatMuls of two
 activations), GRN, everything computed from the time alone (sinusoids, time MLP, the adaLN scale/shift
-mappers), the ODE state and the Euler update, and the whole VAE. Quantizers: onnxruntime.quantization
-(quantize_static with a CalibrationDataReader; MatMulNBitsQuantizer in QDQ format).
+mappers), the ODE state and the Euler update, and the whole VAE.
+
+Memory: a graph is opened without its weights and written weight by weight (calibration.qdq, the graphs and
+numbers onnxruntime's quantize_static and MatMulNBitsQuantizer write, without their whole-model copies);
+activation ranges are measured on the float graph over the calibration samples (calibration.ranges), the
+LLM's once for both forms (calibration.gemms). The peak is the calibration run's (the fp32 runtime itself).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import shutil
 import time
+import warnings
 from importlib.metadata import version
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from jflow.artifact.external_data import share_with
 from jflow.artifact.manifest import Manifest, write_manifest
 from jflow.artifact.precision import QUANTIZED, TOLERANCES
 from jflow.calibration import KEEP_FLOAT, METHODS, SMOOTH_ALPHA
-from jflow.calibration.collect import SampleReader, collect_samples
+from jflow.calibration.collect import calibrated_form, collect_samples
 from jflow.calibration.data import calibration_set
+from jflow.calibration.gemms import LLM_FORMS, check_ranges, graph_ranges, measure_llm, open_graph, smooth_and_find
 from jflow.calibration.llm_graph import FLOAT_GEMMS, ROLES, drop_unused_initializers, pack_siblings
-from jflow.calibration.smooth import channel_maxima, smooth as smooth_gemms
+from jflow.calibration.qdq import write_int4, write_int8
+from jflow.calibration.ranges import activation_scale
+from jflow.calibration.tensors import Tensors
 from jflow.errors import InputError
-from jflow.fsutil import check_new_dir, staged_dir
+from jflow.fsutil import check_new_dir, partial_prefix, staged_dir
 
 STATIC = ("siglip", "llm", "llm_ort", "gen_encoder", "gen_decoder")
-LLM_FORMS = ("llm", "llm_ort")
-TIME_INPUTS = {"gen_encoder": ("t",), "gen_decoder": ("t_emb", "dt", "cfg_weight")}
 KEPT_FLOAT = ["norm statistics (RMSNorm, LayerNorm)", "softmax and attention scores (activation x activation)",
               "GRN", "time features (sinusoids, time MLP, adaLN scale/shift from t_emb)",
               "ODE state z, guidance and Euler update", "SDXL VAE decoder (whole graph)"]
@@ -77,36 +84,86 @@ def quantize_artifact(src: str | Path, out: str | Path, precision: str, calib: s
         raise InputError(f"{src}/{linked[0]} has other hard links ({len(linked)} file(s) in all); onnx will not "
                          "read weights from hard-linked files: quantize a real copy (cp -r, not cp -al or ln)")
     cset = calibration_set(samples, calib)
-    out = check_new_dir(out, "the quantized artifact folder", replace=force)
+    out = check_new_dir(out, "the quantized artifact folder", replace=force, sources=[src])  # never over its source
     cache = Path(cache) if cache else _cache_dir()
+    _remove_stale_partials(out, log)  # every check passed: the first line says what a killed run left
     started = time.perf_counter()
-    folder = collect_samples(m.root, cset, cache, steps=steps, log=log)
-    targets = plan(precision)
-    smoothing = {"alpha": smooth, "maxima": None, "gemms": {}} if smooth else None  # measured once, both forms
-    float_gemms: dict[str, int] = {}  # LLM form -> GEMMs kept float
-    with staged_dir(out, replace=force) as tmp:
-        _copy_unquantized(m, tmp, targets)
-        for name, target in targets.items():
-            if name not in m.graphs:
-                continue
+    with quiet_onnxruntime():
+        folder = collect_samples(m.root, cset, cache, steps=steps, log=log)
+        log(f"  calibration samples ready in {time.perf_counter() - started:5.1f}s")
+        targets = plan(precision)
+        smoothing = {"alpha": smooth, "maxima": None, "gemms": {}} if smooth else None  # measured once, both forms
+        llm: dict = {}  # the LLM's ranges, measured once on the calibrated form (gemms.measure_llm)
+        float_gemms: dict[str, int] = {}  # LLM form -> GEMMs kept float
+        with staged_dir(out, replace=force) as tmp:
+            _copy_unquantized(m, tmp, targets)
+            for name, target in targets.items():
+                if name not in m.graphs:
+                    continue
+                begun, report = time.perf_counter(), {}
+                dest = tmp / m.graph(name)["file"]
+                shared = tmp / m.graph("llm")["file"] if name == "llm_ort" and "llm" in targets else None
+                if target == "int4":
+                    report["shared"] = _int4(m.graph_path(name), dest, block_size, shared=shared)
+                else:
+                    calibrated = calibrated_form(m) if name in LLM_FORMS else name
+                    kept = _int8(m, name, dest, folder / calibrated, method, smoothing=smoothing,
+                                 keep_float=tuple(keep_float), llm=llm, shared=shared, report=report)
+                    if name in LLM_FORMS:
+                        float_gemms[name] = kept
+                log(f"  {name:<12} {target} in {time.perf_counter() - begun:5.1f}s")
+                if report.get("shared"):
+                    log(f"  {name} shares {report['shared'] / 2**20:.1f} MiB of weights with llm")
+            data = _manifest(m, precision, targets, cset, method, block_size, folder, smoothing,
+                             {"roles": [ROLES[r] for r in keep_float], "count": float_gemms})
+            write_manifest(tmp, data)
             begun = time.perf_counter()
-            if target == "int4":
-                _int4(m.graph_path(name), tmp / m.graph(name)["file"], block_size)
-            else:
-                kept = _int8(m, name, tmp / m.graph(name)["file"], folder / name, method, smoothing=smoothing,
-                             keep_float=tuple(keep_float))
-                if name in LLM_FORMS:
-                    float_gemms[name] = kept
-            log(f"  {name:<12} {target} in {time.perf_counter() - begun:5.1f}s")
-        if "llm_ort" in targets and "llm_ort" in m.graphs:
-            saved = share_with(tmp / m.graph("llm")["file"], tmp / m.graph("llm_ort")["file"])
-            log(f"  llm_ort shares {saved / 2**20:.1f} MiB of weights with llm")
-        data = _manifest(m, precision, targets, cset, method, block_size, folder, smoothing,
-                         {"roles": [ROLES[r] for r in keep_float], "count": float_gemms})
-        write_manifest(tmp, data)
-        _measure(tmp, data, log)
+            _measure(tmp, data, log)
+            log(f"  verified against fp32 in {time.perf_counter() - begun:5.1f}s")
     log(f"wrote {out} ({precision}) in {time.perf_counter() - started:.0f}s")
     return out
+
+
+@contextlib.contextmanager
+def quiet_onnxruntime():
+    """onnxruntime's own warnings (its C++ log, its Python loggers, Python warnings) are not for our users
+    while quantize runs: what matters is said in quantize's own lines. Restored after."""
+    import onnxruntime as ort
+    loggers = [logging.getLogger(n) for n in ("onnxruntime", "onnxruntime.quantization")]
+    levels = [lg.level for lg in loggers]
+    ort.set_default_logger_severity(3)  # errors only
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"onnxruntime(\..*)?")
+            yield
+    finally:
+        ort.set_default_logger_severity(2)  # onnxruntime's default: warnings
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _remove_stale_partials(out: Path, log) -> None:
+    """A quantize killed mid-way (OOM, SIGKILL) leaves a hidden .NAME.partial-* folder of several GB; it is
+    removed here (as staged_dir would), and said, with the space it held."""
+    from jflow.fsutil import remove_stale_partials
+    prefix = partial_prefix(out)
+    sizes = {}
+    with contextlib.suppress(OSError):
+        for entry in out.parent.iterdir():
+            if entry.name.startswith(prefix) and entry.is_dir():
+                sizes[entry.name] = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file() and not f.is_symlink())
+    removed = remove_stale_partials(out)
+    for path in removed:
+        log(f"removed {path}, a partial output a killed earlier run left ({_size(sizes.get(path.name, 0))})")
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
 
 
 MARGIN = 1.5  # a stated bound is this much looser than the error quantize measured
@@ -118,12 +175,12 @@ def _measure(root: Path, data: dict, log) -> None:
     manifest states that graph's own, measured bound (with a margin) and this says so: `verify` on a
     device then checks the device reproduces what was measured here. Judge the accuracy itself with the
     report (benchmarks/quant_accuracy.py), not with these bounds."""
-    from jflow.runtime.verify import verify_artifact
-    report = verify_artifact(root)
-    if report.error:
-        raise RuntimeError(f"jflow bug: the quantized artifact does not load: {report.error}")
+    reports = _verify_in_parts(root)
+    error = next((r.error for r in reports if r.error), None)
+    if error:
+        raise RuntimeError(f"jflow bug: the quantized artifact does not load: {error}")
     measured: dict[str, dict] = {}
-    for row in report.rows:
+    for row in [row for r in reports for row in r.rows]:
         if row.rel_l2 is None:
             if not row.passed:
                 raise RuntimeError(f"jflow bug: {row.graph}.{row.output} could not be compared: {row.note}")
@@ -143,13 +200,25 @@ def _measure(root: Path, data: dict, log) -> None:
                                         for g, w in measured.items()}
     data["tolerances"] = {**data["tolerances"], "overrides": overrides}
     write_manifest(root, data)
-    if overrides and not verify_artifact(root).ok:
+    if overrides and not all(r.ok for r in _verify_in_parts(root)):
         raise RuntimeError("jflow bug: the quantized artifact fails verify with its own measured bounds")
 
 
+def _verify_in_parts(root: Path) -> list:
+    """verify's reports, one Pipeline per part: the portable LLM, the other graphs, the end-to-end cases (the
+    ORT LLM form). One Pipeline for all held both LLM forms' sessions beside the VAE: 12.1 GiB at full size,
+    above the 12 GiB the whole quantize must fit in."""
+    from jflow.runtime.verify import E2E, verify_artifact
+    graphs = list(Manifest.load(root, check_files=False).graphs)
+    parts = [[n] for n in graphs if n == "llm"] + [[n for n in graphs if n not in LLM_FORMS]]
+    reports = [verify_artifact(root, graphs=part, end_to_end=False) for part in parts if part]
+    return reports + [verify_artifact(root, graphs=list(E2E))]
+
+
 def _cache_dir() -> Path:
-    from jflow.artifact.stamp import folder
-    return folder().parent / "calibration"
+    """$JFLOW_CACHE/calibration, created and writable, or one line naming JFLOW_CACHE (before any work)."""
+    from jflow.artifact.cache_dir import writable
+    return writable("calibration", "the calibration samples")
 
 
 def _copy_unquantized(m: Manifest, tmp: Path, targets: dict) -> None:
@@ -163,145 +232,75 @@ def _copy_unquantized(m: Manifest, tmp: Path, targets: dict) -> None:
         shutil.copy2(m.root / rel, tmp / rel)
 
 
-def _time_only_nodes(model, time_inputs: tuple[str, ...]) -> list[str]:
-    """Nodes whose values come from the time inputs and constants alone (the time-conditioning path).
-    Shapes are not values: Shape/Size outputs (e.g. the batch size a Reshape needs) count as constants,
-    and so does the dtype-only second input of CastLike."""
-    constant = {i.name for i in model.graph.initializer}
-    timed = set(time_inputs)
-    names = []
-    for node in model.graph.node:  # topological order
-        values = [i for i in (node.input[:1] if node.op_type == "CastLike" else node.input) if i]
-        if node.op_type in ("Constant", "Shape", "Size") or all(i in constant for i in values):
-            constant.update(node.output)
-        elif all(i in constant or i in timed for i in values):
-            timed.update(node.output)
-            names.append(node.name)
-    return names
-
-
 def _int8(m: Manifest, name: str, target: Path, samples: Path, method: str, exclude: list[str] = (),
-          smoothing: dict | None = None, keep_float: tuple[str, ...] = ()) -> int:
-    """W8A8 QDQ of graph `name` into `target`. LLM forms: packed, then smoothed (`smoothing`, shared by both
-    forms); keep_float names LLM GEMM roles left float (llm_graph.FLOAT_GEMMS, found from the wiring).
+          smoothing: dict | None = None, keep_float: tuple[str, ...] = (), llm: dict | None = None,
+          shared: Path | None = None, report: dict | None = None) -> int:
+    """W8A8 QDQ of graph `name` into `target`, calibrated on `samples` (for an LLM form: the calibrated
+    form's samples, measured once into `llm` and found in either form by weight). LLM forms: packed, then
+    smoothed (`smoothing`, shared by both forms); keep_float names LLM GEMM roles left float
+    (llm_graph.FLOAT_GEMMS, found from the wiring). `shared`: a graph file whose equal weights are referenced.
     Returns how many GEMMs keep_float left float."""
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     if not any(samples.glob("*.npz")):
         raise InputError(f"no calibration samples for {name}; the calibration run recorded none (is --samples 0?)")
-    source = m.graph_path(name)
-    model = onnx.load(str(source), load_external_data=name in LLM_FORMS)
-    changed = name in LLM_FORMS and pack_siblings(model) > 0  # quantize the packed graph (see pack_siblings)
-    kept = [n for role in keep_float for n in FLOAT_GEMMS[role](model)] if name in LLM_FORMS else []
-    if name in LLM_FORMS and smoothing:
-        if smoothing["maxima"] is None:  # the first LLM form measures, both use it (identical bytes)
-            smoothing["maxima"] = channel_maxima(model, source, samples)
-        smoothing["gemms"][name] = smooth_gemms(model, smoothing["maxima"], smoothing["alpha"], skip=set(kept))
-        changed = True
-    if changed:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        source = target.with_name(f".{target.stem}.packed.onnx")
-        onnx.save(model, str(source), save_as_external_data=True, location=f"{source.name}.data",
-                  size_threshold=1024, all_tensors_to_one_file=True)
-    exclude = _time_only_nodes(model, TIME_INPUTS.get(name, ())) + _activation_products(model) + kept + list(exclude)
-    reader = SampleReader(samples, [i.name for i in model.graph.input])
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # The histogram calibrators (entropy, percentile) stack each tensor's values over all the samples of a
-    # collect_data call, which fails on samples of different token counts and held every value in memory
-    # (24 GiB ran out on a 135M LLM): one sample a call ("strided" calibration), the histograms merge.
-    strided = {} if method == "minmax" else {"CalibStridedMinMax": 1}
-    quantize_static(str(source), str(target), reader, quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=["MatMul", "Gemm", "Conv"], per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
-                    use_external_data_format=True,
-                    calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                                      "percentile": CalibrationMethod.Percentile}[method],
-                    # (Not CalibMaxIntermediateOutputs: in onnxruntime 1.32 it drops the collected ranges.)
-                    # Q/DQ on the inputs of the GEMMs and convolutions only, biases float: the placement
-                    # TensorRT's explicit quantization fuses (it wants float biases). One Q/DQ pair per GEMM:
-                    # ONNX Runtime fuses a DequantizeLinear into an integer kernel only when that GEMM is its
-                    # sole consumer (Q, K and V share their input: shared, they ran as float MatMuls that
-                    # dequantize their weights on every call, 7x slower decode than fp32).
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "MatMulConstBOnly": True,
-                                   "QuantizeBias": False, "DedicatedQDQPair": True,
-                                   "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm", "Conv"], **strided})
-    if source != m.graph_path(name):
-        source.unlink()
-        source.with_name(f"{source.name}.data").unlink(missing_ok=True)
-    _finish(target)
-    return len(kept)
+    graph = open_graph(m.graph_path(name), name, keep_float, exclude)
+    if name in LLM_FORMS:
+        llm = {} if llm is None else llm
+        alpha = smoothing["alpha"] if smoothing else None
+        if "ranges" not in llm:  # measured on the calibrated form (this one, or opened for it)
+            calibrated = samples.name
+            source = graph if calibrated == name else open_graph(m.graph_path(calibrated), calibrated, keep_float,
+                                                                 exclude)
+            llm.update(measure_llm(source, samples, method, alpha))
+            del source
+        smoothed, ranges = smooth_and_find(graph, llm, alpha)
+        if smoothing:
+            smoothing["maxima"] = llm["maxima"]
+            smoothing["gemms"][name] = smoothed
+    else:
+        ranges = graph_ranges(graph, samples, method)
+    check_ranges(ranges, graph)
+    scales = {t: activation_scale(lo, hi) for t, (lo, hi) in ranges.items()}
+    saved = write_int8(graph.model, graph.tensors, target, graph.gemms, scales, shared=shared)
+    if report is not None:
+        report["shared"] = saved
+    return len(graph.kept)
 
 
-def _int4(source: Path, target: Path, block_size: int, symmetric: bool = True, exclude: tuple[str, ...] = ()) -> None:
+def _int4(source: Path, target: Path, block_size: int, symmetric: bool = True, exclude: tuple[str, ...] = (),
+          shared: Path | None = None) -> int:
+    """The LLM's linear weights (lm_head included) as blocked symmetric int4, weight-only (QDQ, opset 21).
+    Returns the bytes referenced in `shared`'s data file."""
     import onnx
-    from onnxruntime.quantization import QuantFormat
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-    model = onnx.load(str(source), load_external_data=True)
-    _gemm_as_matmul(model)  # lm_head is a Gemm(transB): the weight-only quantizer takes MatMuls
-    pack_siblings(model)
-    quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=block_size, is_symmetric=symmetric, accuracy_level=4,
-                                     quant_format=QuantFormat.QDQ, op_types_to_quantize=("MatMul",),
-                                     nodes_to_exclude=list(exclude))
-    quantizer.process()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(quantizer.model.model, str(target), save_as_external_data=True, location=f"{target.name}.data",
-              size_threshold=1024, all_tensors_to_one_file=True)
+    if not symmetric:
+        raise NotImplementedError("jflow writes symmetric int4 only")
+    model = onnx.load(str(source), load_external_data=False)
+    tensors = Tensors(model, source.parent)
+    _gemm_as_matmul(model, tensors)  # lm_head is a Gemm(transB): the weight-only format takes MatMuls
+    pack_siblings(model, tensors)
+    return write_int4(model, tensors, target, block_size, exclude=exclude, shared=shared)
 
 
-def _gemm_as_matmul(model) -> None:
-    """Gemm(A, B, transB=1) with a constant B and no bias -> MatMul(A, B^T), the transpose materialized."""
-    from onnx import helper, numpy_helper
+def _gemm_as_matmul(model, tensors: Tensors | None = None) -> None:
+    """Gemm(A, B, transB=1) with a constant B and no bias -> MatMul(A, B^T), the transpose made when read
+    (`tensors`: where the weights lie; default: in `model`)."""
+    from onnx import helper
+    tensors = tensors or Tensors(model)
     inits = {i.name: i for i in model.graph.initializer}
     for index, node in enumerate(model.graph.node):
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type != "Gemm" or len(node.input) > 2 or node.input[1] not in inits \
                 or attrs.get("alpha", 1.0) != 1.0 or attrs.get("transA", 0):
             continue
-        weight = numpy_helper.to_array(inits[node.input[1]])
-        if attrs.get("transB", 0):
-            weight = np.ascontiguousarray(weight.T)
+        weight, dims = tensors.reader(node.input[1]), list(inits[node.input[1]].dims)
         name = f"{node.input[1]}.matmul"
-        model.graph.initializer.append(numpy_helper.from_array(weight, name))
+        if attrs.get("transB", 0):
+            tensors.derive(name, lambda weight=weight: np.ascontiguousarray(weight().T), inits[node.input[1]].data_type,
+                           dims[::-1])
+        else:
+            tensors.derive(name, weight, inits[node.input[1]].data_type, dims)
         model.graph.node[index].CopyFrom(helper.make_node("MatMul", [node.input[0], name], list(node.output),
                                                           name=node.name))
     drop_unused_initializers(model)
-
-
-def _activation_products(model) -> list[str]:
-    """MatMuls of two activations (attention scores, attention x V) stay float: quantize_static's
-    MatMulConstBOnly option let SigLIP's through."""
-    constant = {i.name for i in model.graph.initializer}
-    return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] not in constant]
-
-
-def _float_consumers(model) -> int:
-    """A quantized activation that also feeds float ops (a residual Add, a norm) must reach them unrounded:
-    rewire every consumer other than the GEMMs/convolutions from the DequantizeLinear back to the tensor
-    its QuantizeLinear read. Returns how many inputs were rewired."""
-    quantize = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
-    float_of = {n.output[0]: quantize[n.input[0]] for n in model.graph.node
-                if n.op_type == "DequantizeLinear" and n.input[0] in quantize}
-    rewired = 0
-    for node in model.graph.node:
-        if node.op_type in ("MatMul", "Gemm", "Conv", "QuantizeLinear", "DequantizeLinear"):
-            continue
-        for i, name in enumerate(node.input):
-            if name in float_of:
-                node.input[i] = float_of[name]
-                rewired += 1
-    return rewired
-
-
-def _finish(target: Path) -> None:
-    """Float consumers stay float, and the weights file gets the artifact's name <graph>.onnx.data
-    (quantize_static names it after the model)."""
-    import onnx
-    model = onnx.load(str(target), load_external_data=True)
-    _float_consumers(model)
-    for leftover in target.parent.glob(f"{target.stem}*.data"):
-        leftover.unlink()
-    onnx.save(model, str(target), save_as_external_data=True, location=f"{target.name}.data", size_threshold=1024,
-              all_tensors_to_one_file=True)
 
 
 def _manifest(m: Manifest, precision: str, targets: dict, cset, method: str, block_size: int, folder: Path,
@@ -330,6 +329,7 @@ def _manifest(m: Manifest, precision: str, targets: dict, cset, method: str, blo
         "kept_float": KEPT_FLOAT + [f"the LLM's {role} (int8)" for role in float_gemms["roles"]
                                     if any(float_gemms["count"].values())],
         "calibration_set": cset.to_manifest(), "samples": samples["samples"],
+        "llm_calibrated_on": calibrated_form(m),  # the other LLM form takes its ranges by weight (gemms.py)
         "ode_steps": samples["steps"], "decode_positions": samples["decode_positions"],
         "tools": {t: version(t) for t in ("onnxruntime", "onnx")}})
     return data

@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from onnx import TensorProto
+
+from jflow.calibration.tensors import Tensors
 
 NORMS = ("Mul", "SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization")
 
@@ -90,79 +93,94 @@ def _up_columns(mul, inits, producer, uses, k: int):
     return None
 
 
-def channel_maxima(model, source: Path, samples: Path) -> dict[str, np.ndarray]:
-    """max |X_j| over every calibration sample for each smoothable GEMM of `model` (weights in memory),
-    keyed by the digest of its weight. Measured on `source`, the float graph `model` was made from: packing
-    renames no activations, and that file's weights are read where they lie (nothing is written)."""
-    maxima: dict[str, np.ndarray] = {}
-    for values in gemm_inputs(model, source, samples):
-        for key, value in values.items():
-            m = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0)
-            maxima[key] = np.maximum(maxima[key], m) if key in maxima else m
-    return {k: m.astype(np.float32) for k, m in maxima.items()}
+def channel_maxima(model, source: Path, samples: Path, tensors: Tensors | None = None) -> dict[str, np.ndarray]:
+    """max |X_j| over every calibration sample for each smoothable GEMM of `model`, keyed by the digest of
+    its weight. Measured on `source`, the float graph `model` was made from: packing renames no activations,
+    and that file's weights are read where they lie (nothing is written)."""
+    from jflow.calibration.ranges import observe
+    keys = pair_keys(model, tensors)
+    seen = observe(source, samples, channels=list(keys))
+    return {keys[t]: m for t, m in seen.channels.items()}
 
 
-def gemm_inputs(model, source: Path, samples: Path):
-    """For each calibration sample, {weight digest: X} over the smoothable GEMMs of `model` (see
-    channel_maxima), run on `source` with no graph optimization so every X is there as it is."""
-    from jflow.calibration.collect import probe
-    inits = {i.name: i for i in model.graph.initializer}
-    keys = {p.tensor: digest(_array(inits[p.weight])) for p in find_pairs(model)}
-    for values in probe(source, list(keys), samples):
-        yield {keys[t]: v for t, v in values.items()}
+def pair_keys(model, tensors: Tensors | None = None) -> dict[str, str]:
+    """Each smoothable GEMM's input tensor -> the digest of its weight (the same in both LLM forms)."""
+    tensors = tensors or Tensors(model)
+    return {p.tensor: tensors.digest(p.weight) for p in find_pairs(model)}
 
 
-def _array(init) -> np.ndarray:
-    from onnx import numpy_helper
-    return numpy_helper.to_array(init)
-
-
-def smooth(model, maxima: dict[str, np.ndarray], alpha: float, skip: set[str] = frozenset()) -> int:
-    """Rewrite `model` (weights loaded in memory) in place; returns how many GEMMs were smoothed. GEMMs
-    without measured maxima (not in `maxima`) or named in `skip` (kept float) are left as they are."""
-    scales = {}
-    for pair, weight in _pairs_with_weights(model):
-        x_max = maxima.get(digest(weight))
-        if pair.matmul in skip or x_max is None or x_max.shape != (weight.shape[0],):
+def scales(model, maxima: dict[str, np.ndarray], alpha: float, skip: set[str] = frozenset(),
+           tensors: Tensors | None = None) -> dict[str, np.ndarray]:
+    """MatMul -> its smoothing scales s [K] (float32, as folded), for the smoothable GEMMs of `model` with
+    measured maxima (in `maxima`) and not named in `skip` (kept float)."""
+    tensors = tensors or Tensors(model)
+    out = {}
+    for pair in find_pairs(model):
+        if pair.matmul in skip:
+            continue
+        x_max = maxima.get(tensors.digest(pair.weight))
+        if x_max is None:
+            continue
+        weight = tensors.array(pair.weight).astype(np.float32, copy=False)
+        if x_max.shape != (weight.shape[0],):
             continue
         w_max = np.abs(weight).max(axis=1)
         s = np.where((x_max > 0) & (w_max > 0),
                      np.power(np.maximum(x_max, 1e-5), alpha) / np.power(np.maximum(w_max, 1e-5), 1 - alpha), 1.0)
-        scales[pair.matmul] = s
-    return fold_scales(model, scales)
+        out[pair.matmul] = np.clip(s, 1e-5, 1e5).astype(np.float32)
+    return out
 
 
-def _pairs_with_weights(model):
-    """(pair, its weight as float32) one at a time: nothing is kept beyond the caller's use."""
-    inits = {i.name: i for i in model.graph.initializer}
-    for pair in find_pairs(model):
-        yield pair, _array(inits[pair.weight]).astype(np.float32, copy=False)
+def smooth(model, maxima: dict[str, np.ndarray], alpha: float, skip: set[str] = frozenset(),
+           tensors: Tensors | None = None) -> int:
+    """Rewrite `model` in place (its weights where `tensors` reads them; default: loaded in `model`); returns
+    how many GEMMs were smoothed. GEMMs without measured maxima (not in `maxima`) or named in `skip` (kept
+    float) are left as they are."""
+    tensors = tensors or Tensors(model)
+    return fold_scales(model, scales(model, maxima, alpha, skip, tensors), tensors)
 
 
-def fold_scales(model, scales: dict[str, np.ndarray]) -> int:
+def fold_scales(model, scales: dict[str, np.ndarray], tensors: Tensors | None = None) -> int:
     """W rows *= s and the input's maker (gain or up columns) /= s, for each smoothable GEMM named in
-    `scales` (MatMul name -> s [K]); every s computed beforehand from the original weights."""
-    from onnx import numpy_helper
+    `scales` (MatMul name -> s [K]); every s computed beforehand from the original weights. Each change is a
+    recipe on the tensor as it stands (made when read), in the pairs' order."""
+    tensors = tensors or Tensors(model)
     inits = {i.name: i for i in model.graph.initializer}
-    arrays: dict[str, np.ndarray] = {}
 
-    def array(name: str) -> np.ndarray:
-        if name not in arrays:
-            arrays[name] = _array(inits[name]).astype(np.float32)  # a copy, changed below
-        return arrays[name]
+    def change(name: str, how) -> None:
+        before = tensors.reader(name)
+        tensors.derive(name, lambda: how(before().astype(np.float32)), TensorProto.FLOAT, inits[name].dims)
 
     done = 0
     for pair in find_pairs(model):
         if pair.matmul not in scales:
             continue
         s = np.clip(scales[pair.matmul], 1e-5, 1e5).astype(np.float32)
-        arrays[pair.weight] = array(pair.weight) * s[:, None]
+        change(pair.weight, lambda w, s=s: w * s[:, None])
         if pair.kind == "gain":
-            arrays[pair.source] = array(pair.source) / s
+            change(pair.source, lambda g, s=s: g / s)
         else:
-            source = array(pair.source)
-            source[:, pair.columns] = source[:, pair.columns] / s
+            change(pair.source, lambda up, s=s, cols=pair.columns: _divide_columns(up, cols, s))
         done += 1
-    for name, value in arrays.items():
-        inits[name].CopyFrom(numpy_helper.from_array(value.astype(np.float32), name))
     return done
+
+
+def _divide_columns(up: np.ndarray, columns: slice, s: np.ndarray) -> np.ndarray:
+    up[:, columns] = up[:, columns] / s
+    return up
+
+
+def gemm_inputs(model, source: Path, samples: Path):
+    """For each calibration sample, {weight digest: X} over the smoothable GEMMs of `model`, run on `source`
+    (benchmarks/quant_methods.py searches scales on them)."""
+    from jflow.calibration.collect import probe
+    keys = pair_keys(model)
+    for values in probe(source, list(keys), samples):
+        yield {keys[t]: v for t, v in values.items()}
+
+
+def _pairs_with_weights(model):
+    """(pair, its weight as float32) one at a time (model loaded with its weights)."""
+    tensors = Tensors(model)
+    for pair in find_pairs(model):
+        yield pair, tensors.array(pair.weight).astype(np.float32, copy=False)

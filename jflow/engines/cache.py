@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from jflow.artifact.json_file import BadJSON, read_json
 from jflow.artifact.engines import EngineKey
 from jflow.fsutil import atomic_write_bytes
 
@@ -22,8 +23,8 @@ def reusable(root: Path, key: EngineKey) -> Path | None:
     """The cached plan for `key`, or None when it is missing, stale or incomplete."""
     folder = key.folder(root)
     try:
-        record = json.loads((folder / RECORD).read_text())
-    except (OSError, json.JSONDecodeError):
+        record = read_json(folder / RECORD)  # bounded: size and nesting depth
+    except (OSError, BadJSON):
         return None
     plan = folder / PLAN
     if record.get("key") != asdict(key) or not plan.is_file() or plan.stat().st_size != record.get("bytes"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jflow.artifact.engines import EngineIdentity, probe_identity
+from jflow.artifact.engines import EngineIdentity, TensorRTMissing, probe_identity
 from jflow.errors import JFlowError
 
 TARGETS = ("auto", "tensorrt", "onnxruntime")
@@ -16,11 +16,11 @@ How to get TensorRT (10.3 or newer):
   Desktop / server: pip install tensorrt   (needs an NVIDIA driver and CUDA 12), and pip install cuda-python
 {next_step}"""
 READY = """The ONNX artifact in {out} is ready: copy the folder to the device and run there
-  jflow-export build --out {out} --target tensorrt"""
+  jflow-export build {out} --target tensorrt"""
 NOT_YET = """{out} holds no ONNX artifact yet: export it here with
-  jflow-export onnx --model CHECKPOINT --out {out} --precision fp16
+  jflow-export onnx CHECKPOINT --out {out} --precision fp16
 then copy the folder to the device and run there
-  jflow-export build --out {out} --target tensorrt"""
+  jflow-export build {out} --target tensorrt"""
 
 
 class TargetUnavailable(JFlowError):
@@ -42,12 +42,8 @@ class TensorRTStatus:
 
 def tensorrt_status() -> TensorRTStatus:
     try:
-        import tensorrt  # noqa: F401
-    except Exception as exc:  # ImportError, or the registry stub that fails on import
-        return TensorRTStatus(False, f"TensorRT cannot be imported ({type(exc).__name__}: {exc})")
-    try:
         identity = probe_identity()
-    except Exception as exc:  # no GPU: say so
+    except TensorRTMissing as exc:  # not installed, failing to import (a registry stub, no libnvinfer), or no GPU
         return TensorRTStatus(False, str(exc))
     return TensorRTStatus(True, version=identity.tensorrt_version, gpu_name=identity.gpu_name,
                           compute_capability=identity.compute_capability)
@@ -67,5 +63,5 @@ def choose_target(requested: str, out: str, status: TensorRTStatus | None = None
         raise TargetUnavailable(f"cannot build TensorRT engines here: {status.reason}.\n"
                                 + INSTALL_HELP.format(next_step=(READY if artifact_ready else NOT_YET).format(out=out)))
     return "onnxruntime", (f"TensorRT is not available ({status.reason}); building the ONNX Runtime target "
-                           f"instead. For TensorRT engines, build on the device:\n  jflow-export build --out {out} "
+                           f"instead. For TensorRT engines, build on the device:\n  jflow-export build {out} "
                            "--target tensorrt")

@@ -42,7 +42,7 @@ from jflow.runtime.triton_model import JanusFlowModel
 class TritonPythonModel(JanusFlowModel):
     pb_utils = pb_utils
 '''
-BUILD_ENGINES = "build them with `jflow-export build --out {root} --target tensorrt` on a machine with the " \
+BUILD_ENGINES = "build them with `jflow-export build {root} --target tensorrt` on a machine with the " \
                 "server's GPU and TensorRT version, or export with --engines onnxruntime"
 
 
@@ -60,11 +60,11 @@ def export_repository(artifact: str | Path, out: str | Path, engines: str = "onn
             or max_queue_delay_us < 0:
         raise InputError(f"instances must be >= 1 and max_queue_delay_us >= 0, got {instances!r}, "
                          f"{max_queue_delay_us!r}")
-    out = check_new_dir(out, "the model repository", replace=force)
+    out = check_new_dir(out, "the model repository", replace=force, sources=[artifact])
     model_config_pb2()  # tritonclient present, before any work
     manifest = Manifest.load(artifact)  # every file checked (sha256, or its verified stamp) before it is served
     plans = _tensorrt_plans(manifest) if engines == "tensorrt" else {}
-    with staged_dir(out, replace=force) as repo:
+    with staged_dir(out, replace=force, kind="triton-repository", sources=[artifact]) as repo:
         if variant == "bls":
             for name in GRAPH_NAMES:
                 _graph_model(repo, manifest, name, engines, plans.get(name), instances, max_queue_delay_us)

@@ -21,7 +21,7 @@ from jflow.artifact.manifest import write_manifest
 from jflow.artifact.precision import EXPORTED, TOLERANCES, activation_dtype, policy_table
 from jflow.artifact.spec import Limits
 from jflow.export import gen_decoder, gen_encoder, llm, llm_ort, reference_io, siglip, vae_decoder
-from jflow.fsutil import staged_dir
+from jflow.fsutil import check_new_dir, staged_dir
 from jflow.export.onnx_export import OPSET, export_graph
 from jflow.modeling.checkpoint import build_from_state_dict
 from jflow.modeling.llm import FP32_SOFTMAX_ATTENTION
@@ -58,11 +58,12 @@ def export_artifact(ref, out: str | Path, precision: str = "fp32", limits: Limit
         raise InputError(f"--max-context {limits.max_context} cannot hold an image question: one takes {question} "
                          f"tokens with the template and its {ref.processor.num_image_tokens} image tokens, plus the "
                          f"answer; use --max-context {question + e2e_tokens} or more")
-    if out.exists() and not force:
-        raise InputError(f"{out} already exists; choose another folder, or replace it with --force")
+    # Its source checkpoint is never replaced, nor (with --force) anything jflow did not write.
+    sources = [ref.path]
+    check_new_dir(out, "the artifact folder", replace=force, sources=sources)
     # A hidden .NAME.partial-* sibling, renamed at the end; a concurrent export that published first
     # is never replaced without --force.
-    with staged_dir(out, replace=force) as tmp:
+    with staged_dir(out, replace=force, kind="artifact", sources=sources) as tmp:
         _write(ref, tmp, precision, limits, e2e_steps, e2e_tokens, log)
     return out
 

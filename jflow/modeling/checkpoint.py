@@ -99,7 +99,7 @@ def save_checkpoint(reference: JanusFlowReference, out: str | Path, dtype: torch
     out = Path(out)
     if out.exists() and not overwrite:
         raise CheckpointError(f"{out} already exists; choose another folder, or replace it with --force (overwrite=True)")
-    with staged_dir(out, replace=overwrite) as tmp:
+    with staged_dir(out, replace=overwrite, kind="checkpoint") as tmp:
         _write_checkpoint(reference, tmp, dtype, shard_bytes)
     return out
 

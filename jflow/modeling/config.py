@@ -8,11 +8,11 @@ constants, so Llama variants (other sizes, grouped-query attention, tied embeddi
 from __future__ import annotations
 
 import copy
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jflow.artifact.json_file import BadJSON, read_json
 from jflow.errors import ConfigError
 from jflow.modeling import config_fields as fields
 
@@ -196,9 +196,11 @@ def read_config(folder: str | Path) -> JanusFlowConfig:
     if not path.is_file():
         raise ConfigError(f"{path} is missing; a JanusFlow checkpoint folder holds config.json")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid JSON ({exc})") from exc
+        raw = read_json(path)  # bounded: size and nesting depth
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path} ({exc.strerror or exc})") from None
+    except BadJSON as exc:  # "is not valid JSON (...)", "is nested more than 64 levels deep ..."
+        raise ConfigError(f"{path} {exc}") from None
     return JanusFlowConfig.from_dict(raw, source=str(path))
 
 

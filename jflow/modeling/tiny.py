@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from jflow.fsutil import check_new_dir
 from jflow.modeling.checkpoint import save_checkpoint
 from jflow.modeling.config import JanusFlowConfig
 from jflow.modeling.janusflow import JanusFlow
@@ -72,6 +73,8 @@ def build_tiny(seed: int = 0, with_vae: bool = True, **overrides) -> JanusFlowRe
 
 def write_tiny_checkpoint(out: str | Path, seed: int = 0, dtype: torch.dtype | None = None,
                           shard_bytes: int | None = None, overwrite: bool = False, **overrides) -> Path:
-    """Write the tiny preset as an official-layout checkpoint folder (with vae/)."""
+    """Write the tiny preset as an official-layout checkpoint folder (with vae/), marked as jflow's output
+    (so `overwrite`, the CLI's --force, may later replace it, and only it)."""
+    check_new_dir(out, "the checkpoint folder", replace=overwrite)  # before minutes of work
     return save_checkpoint(build_tiny(seed, **overrides), out, dtype=dtype, shard_bytes=shard_bytes,
                            overwrite=overwrite)

@@ -21,11 +21,8 @@ def understanding_embeddings(ref, pixels: torch.Tensor, ids: torch.Tensor) -> to
     model, tok = ref.model, ref.tokenizer
     embeds = model.embed_tokens(ids)
     image = torch.cat([model.beg_of_und_embed.expand(ids.shape[0], 1, -1), model.encode_images(pixels)], dim=1)
-    slots = (ids == tok.image_id) | (ids == tok.image_start_id)
     for row in range(ids.shape[0]):
-        where = slots[row].nonzero().flatten()
-        if len(where) != image.shape[1]:
-            raise InputError(f"row {row} has {len(where)} image slots, expected {image.shape[1]} (one image per question)")
+        where = torch.from_numpy(tok.image_slots(ids[row].numpy(), image.shape[1]))  # the runtime's check
         embeds[row, where] = image[row].to(embeds.dtype)
     return embeds
 

@@ -12,6 +12,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from jflow.artifact.brief import listing
+from jflow.artifact.json_file import BadJSON, read_json
 from jflow.errors import CheckpointError
 
 SAFETENSORS = "model.safetensors"
@@ -35,13 +37,13 @@ def weight_files(folder: Path) -> list[Path]:
 
 def _files_from_index(index: Path) -> list[Path]:
     try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        weight_map = read_json(index)["weight_map"]  # bounded: size and nesting depth
+    except (OSError, BadJSON, KeyError, TypeError) as exc:
         raise CheckpointError(f"{index} is not a valid shard index (needs a 'weight_map'): {exc}") from exc
     files = [index.parent / name for name in sorted(set(weight_map.values()))]
     missing = [f.name for f in files if not f.is_file()]
     if missing:
-        raise CheckpointError(f"{index} names shard(s) that are missing: {', '.join(missing)}")
+        raise CheckpointError(f"{index} names {len(missing)} shard(s) that are missing: {listing(missing)}")
     return files
 
 

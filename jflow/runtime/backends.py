@@ -70,6 +70,10 @@ class Backend(Protocol):
     def download(self, handle: Any) -> np.ndarray: ...
 
 
+class BackendUnavailable(JFlowError):
+    """The backend asked for (or the one the artifact's engines need) cannot run on this machine."""
+
+
 def graph_error(name: str, what: str, exc: BaseException) -> JFlowError:
     """One clear line for a graph that a backend refused to open or run (never a backend traceback)."""
     text = str(exc).strip().splitlines()
@@ -103,22 +107,19 @@ def make_backend(backend: str = "auto", providers: list[str] | None = None, thre
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     section = (engines or {}).get("tensorrt")
-    if backend == "tensorrt":
-        if not section:
-            raise InputError("this artifact has no TensorRT engines; build them on the device with "
-                             "`jflow-export build --out DIR --target tensorrt`")
-        from jflow.runtime.tensorrt_backend import TensorRTBackend
-        return TensorRTBackend(section)
-    if backend == "auto" and section:
-        try:
-            import tensorrt  # noqa: F401
-        except ImportError:  # engines built elsewhere, no TensorRT here: ONNX Runtime runs the graphs
-            pass
-        else:  # TensorRT is here: anything wrong with its engines is an error, not a silent slow run
-            from jflow.runtime.tensorrt_backend import TensorRTBackend
-            return TensorRTBackend(section)
+    if backend == "tensorrt" and not section:
+        raise InputError("this artifact has no TensorRT engines; build them on the device with "
+                         "`jflow-export build DIR --target tensorrt`")
+    if section and backend in ("tensorrt", "auto"):
+        # auto: engines built elsewhere and no TensorRT here, ONNX Runtime runs the graphs (None); TensorRT
+        # here but broken, no GPU, stale engines: an error, never a silent slow run
+        from jflow.runtime.tensorrt_backend import open_tensorrt
+        trt = open_tensorrt(section, requested=backend)
+        if trt is not None:
+            return trt
     try:
         from jflow.runtime.ort_backend import OnnxRuntimeBackend
         return OnnxRuntimeBackend(providers, threads, spin)
-    except ImportError as exc:
-        raise JFlowError(f"the onnxruntime backend needs onnxruntime ({exc}); pip install onnxruntime") from exc
+    except (ImportError, OSError) as exc:  # not installed, or a shared library of it missing
+        raise BackendUnavailable(f"the onnxruntime backend needs onnxruntime ({type(exc).__name__}: {exc}); "
+                                 "pip install onnxruntime") from None

@@ -6,14 +6,19 @@ import os
 import re
 import warnings
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from jflow.errors import InputError, OutputError
-from jflow.fsutil import atomic_file, check_writable_file
+from jflow.fsutil import atomic_file, check_name_length, check_writable_file
+from jflow.input_files import NotAFile, open_regular
+from jflow.runtime.ode import draw_noise, noise_stream
 from jflow.runtime.processor_config import ProcessorSettings
 
+# -n: images one command makes (each written as it is made; beyond this, run it again).
+MAX_IMAGES = 1000
 # Files with more pixels are refused before decoding (a 10000x10000 picture is the largest accepted).
 MAX_IMAGE_PIXELS = 100_000_000
 _LIMIT_TEXT = "jflow reads images of at most 100 megapixels (e.g. 10000x10000): downscale it first"
@@ -42,14 +47,25 @@ def load_image(source) -> Image.Image:
 
 
 def _read(path: Path) -> Image.Image:
-    if not path.is_file():
-        raise InputError(f"image file not found: {path}")
+    # a folder, FIFO or device is named as such (never "not found"), and a FIFO never blocks the read
+    try:
+        file = open_regular(path)
+    except FileNotFoundError:
+        raise InputError(f"image file not found: {path}; pass a PNG or JPEG file") from None
+    except OSError as exc:  # NotAFile: "is a folder, not a file"; or no permission
+        raise InputError(f"image file {path} {exc.strerror}; pass a PNG or JPEG file" if isinstance(exc, NotAFile)
+                         else f"cannot read the image file {path} ({exc.strerror or exc})") from None
+    with file:
+        return _decode(file, path)
+
+
+def _decode(file, path: Path) -> Image.Image:
     try:
         with warnings.catch_warnings():
             # PIL's bomb warning (our own, lower limit applies) and its notes on damaged files (they end
             # in one clear error below, or in a picture) would only clutter the output.
             warnings.simplefilter("ignore")
-            with Image.open(path) as img:
+            with Image.open(file) as img:
                 _check_size(img.size, path)
                 _draft(img)
                 img.load()
@@ -62,6 +78,9 @@ def _read(path: Path) -> Image.Image:
                          f"megapixels); {_LIMIT_TEXT}") from exc
     except MemoryError as exc:
         raise InputError(f"{path}: not enough memory to decode it; downscale it first") from exc
+    except UnidentifiedImageError:  # (PIL's own text names the open file object, not the path)
+        raise InputError(f"{path} is not a readable image (not in a format PIL can read); pass a PNG or JPEG "
+                         "file") from None
     except Exception as exc:  # damaged files raise OSError, SyntaxError, ValueError, EOFError, zlib.error...
         raise InputError(f"{path} is not a readable image ({type(exc).__name__}: {exc}); pass a PNG or JPEG "
                          "file") from exc
@@ -166,16 +185,25 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
 
 
 def output_paths(out: str | Path, count: int) -> list[Path]:
-    """The files `save_images` writes for `count` images: `out` for one, out-1.png, out-2.png ... for several."""
+    """The files `save_images` writes for `count` images: `out` for one, out-1.png, out-2.png ... for several
+    (at most MAX_IMAGES)."""
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise InputError(f"the output file must end in .png, got {out.name}")
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_IMAGES:
+        raise InputError(f"the number of images must be a whole number from 1 to {MAX_IMAGES}, got {count!r}; "
+                         "run the command again for more")
     return [out] if count == 1 else [out.with_name(f"{out.stem}-{i + 1}.png") for i in range(count)]
 
 
 def check_output_images(out: str | Path, count: int) -> list[Path]:
-    """Refuse output names that cannot be written, before any work is done (their folder is probed once)."""
+    """Refuse output names that cannot be written, before any work is done (their folder is probed once,
+    the longest name, the last, is checked against the file system's limit)."""
+    check_name_length(out, "the output image")
+    if Path(out).is_dir():  # whatever its name: one line that suggests a file name in it
+        check_writable_file(out, "the output image")
     paths = output_paths(out, count)
+    check_name_length(paths[-1], "the output image")
     check_writable_file(paths[0], "the output image")
     for path in paths[1:]:
         if path.is_dir():
@@ -186,9 +214,28 @@ def check_output_images(out: str | Path, count: int) -> list[Path]:
 def save_images(images: np.ndarray, out: str | Path) -> list[Path]:
     """Write [N, H, W, 3] uint8 images as PNG (names: see output_paths), each one whole or not at all."""
     paths = output_paths(out, len(images))
-    if not paths[0].parent.is_dir():
+    write_images(images, paths)
+    return paths
+
+
+def write_images(images, paths: list[Path]) -> None:
+    """Write uint8 HxWx3 images to `paths` as PNG, each one whole or not at all."""
+    if paths and not paths[0].parent.is_dir():
         raise OutputError(f"the output folder {paths[0].parent} does not exist")
     for image, path in zip(images, paths):
         with atomic_file(path) as f:
             Image.fromarray(image).save(f, format="PNG")
-    return paths
+
+
+def images_to_files(paths: list[Path], chunk: int, seed: int | None, latent_size: int,
+                    render: Callable[[np.ndarray], np.ndarray]) -> Iterator[Path]:
+    """Make one image per path, `chunk` at a time: render(noise [k, 4, s, s]) -> uint8 images [k, H, W, 3],
+    written before the next chunk starts, so memory does not grow with the count. The noise is drawn from
+    one stream, so the images equal those of one call with initial_noise(seed, len(paths), ...)."""
+    rng = noise_stream(seed)
+    for start in range(0, len(paths), chunk):
+        part = paths[start:start + chunk]
+        images = render(draw_noise(rng, len(part), latent_size))
+        write_images(images, part)
+        del images
+        yield from part

@@ -40,6 +40,15 @@ def initial_noise(seed: int | None, count: int, latent_size: int) -> np.ndarray:
     Numpy rather than torch RNG so that a seed gives the same image on the host reference and on a
     device running only the runtime.
     """
+    return draw_noise(noise_stream(seed), count, latent_size)
+
+
+def noise_stream(seed: int | None) -> np.random.Generator:
+    """The PCG64 stream initial_noise draws from: drawing it in several chunks gives the same latents as one
+    call (so -n N images can be made chunk by chunk, each seed giving the images it always gave)."""
     check_seed(seed)
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence().entropy if seed is None else seed))
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence().entropy if seed is None else seed))
+
+
+def draw_noise(rng: np.random.Generator, count: int, latent_size: int) -> np.ndarray:
     return rng.standard_normal((count, LATENT_CHANNELS, latent_size, latent_size), dtype=np.float32)

@@ -8,13 +8,14 @@ cache of the fused LLM) is updated in place.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from jflow.errors import InputError
+from jflow.errors import InputError, JFlowError
 from jflow.runtime.backends import NUMPY_DTYPES, HostTensors, Outputs, check_io, graph_error
 
 GPU_PROVIDERS = ("CUDAExecutionProvider",)  # TensorRT runs through our own TensorRT backend instead
@@ -39,19 +40,31 @@ class CudaTensor:
         return self.value.data_ptr()
 
 
+class Bound(NamedTuple):
+    """A prepared call: the IOBinding and the session that made it (a binding runs only on its own session)."""
+    session: Any
+    binding: Any
+    keep: list  # host arrays converted for this binding must outlive it
+
+
 class OrtRunner:
     def __init__(self, backend: "OnnxRuntimeBackend", name: str, path: Path, entry: dict):
         self.backend, self.name, self.path, self.entry = backend, name, path, entry
         self.dtypes = {t["name"]: np.dtype(NUMPY_DTYPES[t["dtype"]]) for t in entry["inputs"]}
         self.output_names = [t["name"] for t in entry["outputs"]]
         self.session = None
+        self._opening = threading.Lock()  # two threads' first calls must not make two sessions
 
     def activate(self) -> None:
-        if self.session is None:
-            session = self.backend.session(self.name, self.path, disabled_optimizers(self.entry))
-            check_io(self.name, self.entry, {t.name: _ORT_TYPES.get(t.type, t.type) for t in session.get_inputs()},
-                     {t.name: _ORT_TYPES.get(t.type, t.type) for t in session.get_outputs()})
-            self.session = session
+        if self.session is not None:
+            return
+        with self._opening:
+            if self.session is None:
+                session = self.backend.session(self.name, self.path, disabled_optimizers(self.entry))
+                check_io(self.name, self.entry,
+                         {t.name: _ORT_TYPES.get(t.type, t.type) for t in session.get_inputs()},
+                         {t.name: _ORT_TYPES.get(t.type, t.type) for t in session.get_outputs()})
+                self.session = session
 
     def deactivate(self) -> None:
         self.session = None
@@ -65,7 +78,7 @@ class OrtRunner:
         self.run(prepared)
         results = dict(given)
         if wanted:
-            values = prepared[0].get_outputs()[len(given):]  # bound after the given ones, in order
+            values = prepared.binding.get_outputs()[len(given):]  # bound after the given ones, in order
             results.update((n, self.backend.adopt(v)) for n, v in zip(wanted, values))
         return results
 
@@ -73,9 +86,11 @@ class OrtRunner:
         """Bind `feeds` and the pre-allocated `outputs` once (and `allocate` for onnxruntime to make); `run`
         reuses the binding, so a loop whose buffers never move binds nothing per step."""
         self.activate()
-        b = self.backend
-        binding = self.session.io_binding()
-        keep = []  # host arrays converted for this binding must outlive it
+        b, session = self.backend, self.session
+        if session is None:  # released by another thread between the two lines above
+            raise self._released()
+        binding = session.io_binding()
+        keep = []
         for name, value in feeds.items():
             if name not in self.dtypes:
                 raise InputError(f"graph {self.name} has no input {name!r} (it takes {', '.join(self.dtypes)})")
@@ -89,13 +104,19 @@ class OrtRunner:
             binding.bind_output(name, b.device, 0, *b.describe(handle))
         for name in allocate:
             binding.bind_output(name, b.device)
-        return binding, keep
+        return Bound(session, binding, keep)
 
-    def run(self, prepared) -> None:
+    def run(self, prepared: Bound) -> None:
+        if self.session is None:  # deactivated (Pipeline.close) after this call was prepared
+            raise self._released()
         try:
-            self.session.run_with_iobinding(prepared[0])
+            prepared.session.run_with_iobinding(prepared.binding)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise graph_error(self.name, f"onnxruntime could not run it on {self.backend.device}", exc) from None
+
+    def _released(self) -> JFlowError:
+        return JFlowError(f"graph {self.name}: its session was released (the Pipeline was closed) while a call "
+                          "was using it; load the artifact again with Pipeline.load(...)")
 
 
 class OnnxRuntimeBackend:

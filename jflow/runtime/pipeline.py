@@ -6,10 +6,21 @@ exported artifact, with numpy + onnxruntime (or TensorRT) + tokenizers + pillow 
         pipe.generate("a red cube", seed=0)[0].save("cube.png")
         for piece in pipe.answer_stream("photo.jpg", "What is in this picture?"):
             print(piece, end="", flush=True)
+
+Thread safety: one Pipeline may be shared by threads (a local server's workers). Its requests run one
+at a time under a re-entrant lock; a stream (answer_stream, answer_token_ids) holds it only while it
+computes its next token, so streams and calls interleave between tokens, each with its own KV cache,
+and a stream abandoned half-way holds nothing. Every graph a request needs is opened before its first
+step, and only from the files checked at load (`jflow.runtime.sharing`): a replaced or edited artifact
+folder is refused with an ArtifactError, never run. `close()` waits for another thread's running call;
+called from inside one (a progress callback), that call ends with "this Pipeline was closed". The
+lower-level pieces (`runner(...).infer`, `llm`) are not serialised: the tools that use them (verify,
+profile) own their Pipeline.
 """
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -17,6 +28,7 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image
 
+from jflow.artifact.arrays import load_npy
 from jflow.artifact.manifest import ArtifactError, Manifest
 from jflow.errors import InputError, JFlowError
 from jflow.runtime.backends import NUMPY_DTYPES, make_backend
@@ -26,11 +38,17 @@ from jflow.runtime.llm_runner import llm_runner
 from jflow.runtime.ode import LATENT_CHANNELS, initial_noise
 from jflow.runtime.processor_config import ProcessorSettings
 from jflow.runtime.requests import check_generation_args, check_noise, pair_images_questions, prompt_list
+from jflow.runtime.requests import check_threads
 from jflow.runtime.sampler import sample_latents
 from jflow.runtime.sampling import check_sampling
+from jflow.runtime.sharing import CLOSED, PinnedFiles, serialised
 from jflow.runtime.tokenizer import JanusFlowTokenizer, TextStream
 
 DEFAULT_MAX_NEW_TOKENS = 512
+# The graphs each task runs besides the LLM: opened together before a request's first step.
+TASK_GRAPHS = {"generate": ("gen_encoder", "gen_decoder", "vae_decoder"), "latents": ("gen_encoder", "gen_decoder"),
+               "answer": ("siglip",)}
+
 
 
 class _Traced:
@@ -46,6 +64,7 @@ class _Traced:
         self.inner.deactivate()
 
     def infer(self, feeds, outputs=None):
+        self.pipe._check_open()  # closed from inside the running call (a progress callback): say so
         tracer = self.pipe.tracer
         if tracer is None:
             return self.inner.infer(feeds, outputs)
@@ -53,9 +72,11 @@ class _Traced:
             return self.inner.infer(feeds, outputs)
 
     def prepare(self, feeds, outputs):
+        self.pipe._check_open()
         return self.inner.prepare(feeds, outputs)
 
     def run(self, prepared):
+        self.pipe._check_open()
         tracer = self.pipe.tracer
         if tracer is None:
             return self.inner.run(prepared)
@@ -65,6 +86,10 @@ class _Traced:
 
 class Pipeline:
     def __init__(self, manifest: Manifest, backend, tokenizer: JanusFlowTokenizer, processor: ProcessorSettings):
+        self._lock = threading.RLock()
+        self._closed = False
+        self._pinned = PinnedFiles(manifest)
+        self._llm_opened = None
         self.manifest, self.backend, self.tokenizer, self.processor = manifest, backend, tokenizer, processor
         self.limits = manifest.limits
         self.tracer = None
@@ -73,8 +98,8 @@ class Pipeline:
         self.embed_dtype = self.llm.dtype
         emb = manifest.data["embeddings"]
         # Memory-mapped: a device pages in only the rows it looks up.
-        self.table = np.load(manifest.path(emb["embed_tokens"]), mmap_mode="r")
-        self.beg_of_und = np.load(manifest.path(emb["beg_of_und_embed"])).astype(self.embed_dtype)
+        self.table = load_npy(manifest.path(emb["embed_tokens"]), "the token embedding table", mmap=True)
+        self.beg_of_und = load_npy(manifest.path(emb["beg_of_und_embed"]), "beg_of_und_embed").astype(self.embed_dtype)
         hidden = self.llm.hidden_size
         if self.table.ndim != 2 or self.table.shape[1] != hidden or self.beg_of_und.shape != (1, hidden) \
                 or tokenizer.vocab_size > self.table.shape[0]:
@@ -83,7 +108,7 @@ class Pipeline:
                                 f"{tokenizer.vocab_size} tokens; re-export the artifact with `jflow-export onnx`")
         self.latent_size = int(manifest.data["generation"]["latent_size"])
         self.num_gen_tokens = int(manifest.data["generation"]["num_gen_tokens"])
-        self._closed = False
+        self._pinned.check("loading it")  # the tokenizer, configs and tables read above are the checked files
 
     @classmethod
     def load(cls, artifact: str | Path, backend: str = "auto", providers: list[str] | None = None,
@@ -91,6 +116,7 @@ class Pipeline:
         """Read and check the artifact (schema, contract, every file's sha256 or its verified stamp) and pick
         a backend. threads/spin: ONNX Runtime's intra-op threads per session and whether its workers spin
         during a run (spin=False: they always sleep, for cores shared with other processes)."""
+        check_threads(threads)  # before any file is read: at most 4 per core
         manifest = Manifest.load(artifact, check_files=check_files)
         processor = ProcessorSettings.from_dir(manifest.root)
         backend = make_backend(backend, providers, threads, manifest.data.get("engines"), spin)
@@ -98,12 +124,15 @@ class Pipeline:
 
     # --- lifetime --------------------------------------------------------------------------------
     def close(self) -> None:
-        """Release every session and engine; later calls raise a clear error."""
-        for runner in self._runners.values():
-            runner.deactivate()
-        self.llm.deactivate()
-        self._runners.clear()
-        self._closed = True
+        """Release every session and engine; later calls raise a clear error. Waits for the running call
+        of another thread; called from inside a call (a progress callback), that call ends with the
+        same clear error at its next graph."""
+        with self._lock:
+            self._closed = True
+            for runner in self._runners.values():
+                runner.deactivate()
+            self.llm.deactivate()
+            self._runners.clear()
 
     def __enter__(self) -> "Pipeline":
         return self
@@ -113,24 +142,51 @@ class Pipeline:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise JFlowError("this Pipeline was closed; load the artifact again with Pipeline.load(...)")
+            raise JFlowError(CLOSED)
+
+    def _activate(self, runner) -> None:
+        """Open a graph from the checked files only: they are the same before and after it is read."""
+        self._pinned.check(f"opening graph {runner.name}")
+        runner.activate()
+        self._pinned.check(f"opening graph {runner.name}")
+
+    @serialised
+    def preload(self, *tasks: str) -> "Pipeline":
+        """Open now every graph of the given tasks ("generate", "answer"; default both), e.g. right after
+        load in a server, so no request opens a file later."""
+        unknown = [t for t in tasks if t not in TASK_GRAPHS]
+        if unknown:
+            raise InputError(f"preload takes {', '.join(TASK_GRAPHS)}, got {', '.join(map(repr, unknown))}")
+        for task in tasks or ("generate", "answer"):
+            self._open(task)
+        return self
+
+    def _open(self, task: str) -> None:
+        for name in TASK_GRAPHS[task]:
+            self.runner(name)
+        if self._llm_opened is not self.llm:  # (tests swap in another LLM form)
+            self._activate(self.llm.graph)
+            self._llm_opened = self.llm
 
     @contextmanager
     def tracing(self, tracer):
-        """Record every graph call as a span of `tracer` inside the block (profile's Chrome trace)."""
-        self.tracer = tracer
-        try:
-            yield tracer
-        finally:
-            self.tracer = None
+        """Record every graph call as a span of `tracer` inside the block (profile's Chrome trace); other
+        threads' requests wait, so the trace holds this block's calls only."""
+        with self._lock:
+            self.tracer = tracer
+            try:
+                yield tracer
+            finally:
+                self.tracer = None
 
     # --- graphs ----------------------------------------------------------------------------------
+    @serialised
     def runner(self, name: str):
-        """The runner of one graph (activated on first use, so an answer-only app never loads the VAE)."""
-        self._check_open()
+        """The runner of one graph, opened on first use (an answer-only app never loads the VAE)."""
         if name not in self._runners:
-            self._runners[name] = _Traced(self.backend.runner(name, self.graph_path(name),
-                                                              self.manifest.graph(name)), self)
+            runner = _Traced(self.backend.runner(name, self.graph_path(name), self.manifest.graph(name)), self)
+            self._activate(runner)
+            self._runners[name] = runner
         return self._runners[name]
 
     def graph_path(self, name: str) -> Path:
@@ -152,17 +208,19 @@ class Pipeline:
         return np.asarray(self.table[np.asarray(ids)], dtype=self.embed_dtype)
 
     # --- text to image ----------------------------------------------------------------------------
+    @serialised
     def generate(self, prompt, steps: int = 30, cfg_weight: float = 2.0, seed: int | None = None,
                  noise: np.ndarray | None = None, num_images: int = 1,
                  progress: Callable[[int, int], None] | None = None) -> list[Image.Image]:
         """One PIL image per (prompt, image) pair, prompts in order. `noise` [N*num_images, 4, s, s] overrides seed."""
+        self._open("generate")  # the VAE too, with the other graphs, before the first step
         latents = self.generate_latents(prompt, steps, cfg_weight, seed, noise, num_images, progress)
         return [Image.fromarray(image) for image in self.decode_latents(latents)]
 
+    @serialised
     def generate_latents(self, prompt, steps: int = 30, cfg_weight: float = 2.0, seed: int | None = None,
                          noise: np.ndarray | None = None, num_images: int = 1,
                          progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-        self._check_open()
         prompts = prompt_list(prompt)  # a str or a list of str; errors name `prompt`
         if not isinstance(num_images, int) or num_images < 1:
             raise InputError(f"num_images must be a whole number >= 1, got {num_images!r}")
@@ -175,6 +233,7 @@ class Pipeline:
                                  f"for generation (max_context {self.limits['max_context']} minus "
                                  f"{1 + self.num_gen_tokens} image tokens): shorten it, or re-export with a larger "
                                  "--max-context")
+        self._open("latents")
         shape = (len(id_lists), LATENT_CHANNELS, self.latent_size, self.latent_size)
         if noise is None:
             noise = initial_noise(seed, len(id_lists), self.latent_size)
@@ -189,6 +248,7 @@ class Pipeline:
                                       cfg_weight, report))
         return np.concatenate(out)
 
+    @serialised
     def decode_latents(self, latents: np.ndarray) -> np.ndarray:
         """Latents [N, 4, s, s] -> images [N, 8s, 8s, 3] uint8 through the VAE decoder graph."""
         vae, chunk = self.runner("vae_decoder"), int(self.limits["max_batch"])
@@ -198,6 +258,7 @@ class Pipeline:
         return to_uint8(np.concatenate(images).astype(np.float32))
 
     # --- image + question to text ------------------------------------------------------------------
+    @serialised
     def answer_tokens(self, images, questions, max_new_tokens: int | None = None, temperature: float = 0.0,
                       top_p: float = 1.0, seed: int | None = None) -> list[list[int]]:
         images, questions = pair_images_questions(images, questions)
@@ -212,6 +273,7 @@ class Pipeline:
             out += rows
         return out
 
+    @serialised
     def answer(self, images, questions, **kwargs):
         """The answer text: a str for one question, a list for a list of questions."""
         tokens = self.answer_tokens(images, questions, **kwargs)
@@ -222,7 +284,7 @@ class Pipeline:
                       top_p: float = 1.0, seed: int | None = None) -> Iterator[str]:
         """Yield the answer's text pieces as tokens arrive (never a split multi-byte character)."""
         stream = TextStream(self.tokenizer)
-        for ids, _ in self._decode([image], [question], max_new_tokens, temperature, top_p, seed):
+        for ids, _ in self._stepwise([image], [question], max_new_tokens, temperature, top_p, seed):
             piece = stream.push(int(ids[0]))
             if piece:
                 yield piece
@@ -230,6 +292,15 @@ class Pipeline:
         if tail:
             yield tail
 
+    def answer_token_ids(self, image, question: str, max_new_tokens: int | None = None, temperature: float = 0.0,
+                         top_p: float = 1.0, seed: int | None = None) -> Iterator[int]:
+        """Yield the answer's token ids as they are chosen, the final EOS included when the answer ends by
+        itself (a server needs the count and the reason it stopped; `TextStream` turns them into text).
+        Closing the generator stops the decode at once."""
+        for ids, _ in self._stepwise([image], [question], max_new_tokens, temperature, top_p, seed):
+            yield int(ids[0])
+
+    @serialised
     def understanding_rows(self, images, questions) -> tuple[list[np.ndarray], int]:
         """Each question's prompt embeddings [n_i, H] with its image in place (start tag -> beg_of_und_embed,
         placeholders -> SigLIP's image embeddings), and the longest n_i."""
@@ -237,18 +308,36 @@ class Pipeline:
         pixels = preprocess_images(images, self.processor)  # reads and checks every image first
         longest, context = max(map(len, id_lists)), int(self.limits["max_context"])
         if longest >= context:
-            raise InputError(f"the question and image take {longest} tokens; this artifact holds {context}: "
-                             "shorten the question, or re-export with a larger --max-context")
+            # the prompt must leave at least one position of the context for the answer's first token
+            raise InputError(f"the question and image take {longest} tokens, but this artifact allows at most "
+                             f"{context - 1} (fewer than its max_context of {context}, to leave room for the "
+                             f"answer): shorten the question by {longest - context + 1} token(s), or re-export "
+                             "with a larger --max-context")
         image_embeds = self.backend.download(
             self.runner("siglip").infer({"pixel_values": pixels}, ["image_embeds"])["image_embeds"])
         rows = []
         for ids, image in zip(id_lists, image_embeds):
             ids = np.asarray(ids)
             row = self.embed(ids)
-            row[np.flatnonzero((ids == self.tokenizer.image_id) | (ids == self.tokenizer.image_start_id))] = \
+            row[self.tokenizer.image_slots(ids, 1 + len(image))] = \
                 np.concatenate([self.beg_of_und, image.astype(self.embed_dtype)])
             rows.append(row)
         return rows, longest
+
+    def _stepwise(self, images, questions, *args) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """`_decode` for a generator its caller drives: the lock is held while each token is computed, not
+        while the caller holds it, so a stream driven from any thread, paused or dropped, blocks no one."""
+        steps = self._decode(images, questions, *args)
+        try:
+            while True:
+                with self._lock:
+                    self._check_open()
+                    step = next(steps, None)
+                if step is None:
+                    return
+                yield step
+        finally:
+            steps.close()  # an abandoned stream lets its KV cache go now
 
     def _decode(self, images, questions, max_new_tokens, temperature, top_p, seed):
         self._check_open()
@@ -259,6 +348,7 @@ class Pipeline:
         if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or not 1 <= max_new_tokens <= limit:
             raise InputError(f"max_new_tokens must be a whole number in 1..{limit} (this artifact's "
                              f"--max-new-tokens), got {max_new_tokens!r}")
+        self._open("answer")
         rows, longest = self.understanding_rows(images, questions)
         context = int(self.limits["max_context"])
         # The answer stops where the context is full (EOS usually comes first).

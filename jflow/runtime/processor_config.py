@@ -6,10 +6,10 @@ key takes the official code default, so a checkpoint without them still loads.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from jflow.artifact.json_file import BadJSON, read_json
 from jflow.errors import ConfigError
 from jflow.fields import check_fields, flag, non_empty_text, positive_int, positive_real, positive_real_or_three, \
     real_or_three
@@ -99,9 +99,12 @@ def _read_optional_json(path: Path) -> dict:
     if not path.exists():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid JSON ({exc}); restore it from the original checkpoint") from exc
+        data = read_json(path)  # bounded: size and nesting depth
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path} ({exc.strerror or exc}); restore it from the original checkpoint") \
+            from None
+    except BadJSON as exc:  # "is not valid JSON (...)", "is nested more than 64 levels deep ..."
+        raise ConfigError(f"{path} {exc}; restore it from the original checkpoint") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object, found {type(data).__name__}")
     return data

@@ -24,6 +24,28 @@ def check_generation_args(steps, cfg_weight) -> None:
                          "(2.0 is the official setting)")
 
 
+THREADS_PER_CORE = 4  # the --threads bound: more threads than this per core only add switching
+
+
+def max_threads() -> int:
+    """The most intra-op threads a session may ask for: THREADS_PER_CORE per core this process may use."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return THREADS_PER_CORE * max(cores, 1)
+
+
+def check_threads(threads) -> None:
+    """None (one per core) or a whole number from 1 to max_threads()."""
+    if threads is None:
+        return
+    limit = max_threads()
+    if not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or not 1 <= threads <= limit:
+        raise InputError(f"threads must be a whole number from 1 to {limit} ({THREADS_PER_CORE} per core of this "
+                         f"machine), got {threads!r}; leave it unset for one per core")
+
+
 def check_seed(seed) -> None:
     """None (a fresh random seed) or a whole number >= 0."""
     if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0):
@@ -46,40 +68,50 @@ def check_noise(noise, shape: tuple) -> np.ndarray:
     return arr
 
 
+def check_text(text, where: str, hint: str) -> None:
+    """User text the tokenizer can take: a str, not blank, and valid Unicode. A lone surrogate (from a
+    JSON "\\ud800" escape, or undecodable bytes in argv) cannot be encoded: refused here, by name."""
+    label = where if "[" in where else f"the {where}"
+    if not isinstance(text, str):
+        raise InputError(f"{where} must be a str, got {type(text).__name__}")
+    if not text.strip():
+        raise InputError(f"{label} is empty; {hint}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"{label} is not valid Unicode text: character {exc.start} is a lone surrogate "
+                         f"({text[exc.start]!r}); pass text decoded from UTF-8 (on the command line: a UTF-8 "
+                         "locale and UTF-8 text)") from None
+
+
 def prompt_list(prompt, name: str = "prompt") -> list[str]:
-    """A str or a list/tuple of str, as a non-empty list of non-blank str."""
+    """A str or a list/tuple of str, as a non-empty list of non-blank, valid str."""
+    hint = "describe the image to generate"
     if isinstance(prompt, str):
-        if not prompt.strip():
-            raise InputError(f"the {name} is empty; describe the image to generate")
+        check_text(prompt, name, hint)
         return [prompt]
     if not isinstance(prompt, (list, tuple)):
         raise InputError(f"{name} must be a str or a list of str, got {type(prompt).__name__}")
     if not prompt:
         raise InputError(f"no {name} given: the list is empty")
     for i, p in enumerate(prompt):
-        if not isinstance(p, str):
-            raise InputError(f"{name}[{i}] must be a str, got {type(p).__name__}")
-        if not p.strip():
-            raise InputError(f"{name}[{i}] is empty; describe the image to generate")
+        check_text(p, f"{name}[{i}]", hint)
     return list(prompt)
 
 
 def pair_images_questions(images, questions) -> tuple[list, list]:
     """One image per question: a single (image, str) pair, or two equally long lists."""
     single = isinstance(questions, str)
+    hint = "ask something about the image"
     if single:
-        if not questions.strip():
-            raise InputError("the question is empty; ask something about the image")
+        check_text(questions, "question", hint)
         questions = [questions]
     elif not isinstance(questions, (list, tuple)):
         raise InputError(f"questions must be a str or a list of str, got {type(questions).__name__}")
     if not questions:
         raise InputError("no question given")
     for i, q in enumerate(questions):
-        if not isinstance(q, str):
-            raise InputError(f"questions[{i}] must be a str, got {type(q).__name__}")
-        if not q.strip():
-            raise InputError(f"questions[{i}] is empty; ask something about the image")
+        check_text(q, f"questions[{i}]", hint)
     images = [images] if single or not isinstance(images, (list, tuple)) else list(images)
     if len(images) != len(questions):
         raise InputError(f"got {len(images)} image(s) for {len(questions)} question(s); pass one image per question")

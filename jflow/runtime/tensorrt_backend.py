@@ -20,10 +20,41 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from jflow.artifact.engines import EngineIdentity, probe_identity
+from jflow.artifact.brief import describe
+from jflow.artifact.engines import TENSORRT_HOWTO, EngineIdentity, TensorRTMissing, import_tensorrt, probe_identity
 from jflow.errors import JFlowError
-from jflow.runtime.backends import Outputs, check_io, graph_error
+from jflow.runtime.backends import BackendUnavailable, Outputs, check_io, graph_error
 from jflow.runtime.engine_profiles import select_profile
+
+
+INSTEAD = "or run this artifact on ONNX Runtime instead with --backend onnxruntime"
+FIXES = {"absent": TENSORRT_HOWTO, "broken": "repair or reinstall it " + TENSORRT_HOWTO.removeprefix("install it "),
+         "no_gpu": "run on a machine with an NVIDIA GPU"}
+
+
+def open_tensorrt(section: dict, requested: str) -> "TensorRTBackend | None":
+    """The TensorRT backend for the artifact's engines. With requested="auto", None when TensorRT is not
+    installed (ONNX Runtime runs the graphs). Anything else that stops TensorRT is one BackendUnavailable
+    line: what is missing, how to get it, how to run on ONNX Runtime instead."""
+    who = ("--backend tensorrt: " if requested == "tensorrt" else
+           "this artifact has TensorRT engines and --backend auto uses them where TensorRT is installed: ")
+    try:
+        import_tensorrt()  # installed at all? (apart from the GPU probe, which may be patched or absent)
+        identity = probe_identity()
+    except TensorRTMissing as exc:
+        if requested == "auto" and exc.kind == "absent":
+            return None
+        raise BackendUnavailable(f"{who}{exc}; {FIXES[exc.kind]}, {INSTEAD}") from None
+    try:
+        return TensorRTBackend(section, identity)
+    except JFlowError:  # engines for another TensorRT or GPU: says what to rebuild
+        raise
+    except ImportError as exc:  # polygraphy (engine loading, CUDA buffers) missing
+        raise BackendUnavailable(f"{who}the TensorRT backend needs polygraphy and cuda-python ({describe(exc)}); "
+                                 f"pip install polygraphy cuda-python, {INSTEAD}") from None
+    except Exception as exc:  # polygraphy could not start CUDA: no driver, no libcudart
+        raise BackendUnavailable(f"{who}CUDA could not be set up ({describe(exc)}); check the NVIDIA driver and "
+                                 f"CUDA 12, {INSTEAD}") from None
 
 
 class TrtRunner:
@@ -108,7 +139,7 @@ class TensorRTBackend:
         graph = self.section["graphs"].get(name)
         if graph is None:
             raise JFlowError(f"no TensorRT engine for {name} in this artifact; build it with "
-                             f"`jflow-export build --out DIR --target tensorrt --components {name}`")
+                             f"`jflow-export build DIR --target tensorrt --components {name}`")
         root = path.parent.parent  # DIR/onnx/<graph>.onnx -> DIR
         return TrtRunner(self, name, root / graph["plan"], graph["profiles"], entry)
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 from tokenizers import AddedToken, Tokenizer
 
+from jflow.artifact.json_file import BadJSON, read_json
 from jflow.errors import ConfigError, InputError
 from jflow.fields import check_fields, flag
 from jflow.runtime.processor_config import ProcessorSettings
-from jflow.runtime.prompts import generation_prompt, understanding_prompt
+from jflow.runtime.prompts import Part, Tag, generation_parts, understanding_parts
+from jflow.runtime.requests import check_text
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -44,6 +47,7 @@ class JanusFlowTokenizer:
         self.image_start_id = tokenizer.token_to_id(settings.image_start_tag)
         self.image_end_id = tokenizer.token_to_id(settings.image_end_tag)
         self.image_gen_id = tokenizer.token_to_id(settings.image_gen_tag)
+        self._text_only()
 
     @classmethod
     def from_dir(cls, folder: str | Path, settings: ProcessorSettings | None = None) -> "JanusFlowTokenizer":
@@ -73,30 +77,49 @@ class JanusFlowTokenizer:
                 "image_gen": self.image_gen_id}
 
     def encode(self, text: str) -> list[int]:
-        """Token ids with BOS first, as `tokenizer.encode` in the official code."""
-        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
-        return ([self.bos_id] if self.add_bos else []) + ids
+        """Token ids with BOS first, as `tokenizer.encode` in the official code, the text taken as text:
+        a control token's spelling in it is encoded as those characters, never as the control id."""
+        return self.encode_parts([text])
+
+    def encode_parts(self, parts: list[Part]) -> list[int]:
+        """BOS, then each text part encoded as text and each `Tag` as its id (see jflow.runtime.prompts)."""
+        ids = [self.bos_id] if self.add_bos else []
+        for part in parts:
+            if isinstance(part, Tag):
+                ids.append(self._required_id(part.text, "tag"))
+            else:
+                ids += self.tokenizer.encode(part, add_special_tokens=False).ids
+        return ids
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
     def generation_ids(self, prompt: str) -> list[int]:
         """Prompt ids for text-to-image: BOS + template; the generation tag is dropped (t_emb takes its slot)."""
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise InputError("the prompt is empty; describe the image to generate")
-        ids = self.encode(generation_prompt(prompt, self.settings.image_gen_tag))
+        check_text(prompt, "prompt", "describe the image to generate")
+        ids = self.encode_parts(generation_parts(prompt, self.settings.image_gen_tag))
         return ids[:-1]
 
     def understanding_ids(self, question: str) -> list[int]:
-        """Prompt ids for image+question, the placeholder expanded to start tag + N image tokens + end tag."""
-        if not isinstance(question, str) or not question.strip():
-            raise InputError("the question is empty; ask something about the image")
-        if self.settings.image_tag in question:
-            raise InputError(f"the question must not contain the image tag {self.settings.image_tag!r}")
-        ids = self.encode(understanding_prompt(question, self.settings.image_tag))
+        """Prompt ids for image+question, the placeholder expanded to start tag + N image tokens + end tag.
+        The question's own text never adds an image slot: an image tag spelled in it is text."""
+        check_text(question, "question", "ask something about the image")
+        ids = self.encode_parts(understanding_parts(question, self.settings.image_tag))
         at = ids.index(self.image_id)
         image = [self.image_start_id] + [self.image_id] * self.settings.num_image_tokens + [self.image_end_id]
         return ids[:at] + image + ids[at + 1:]
+
+    def image_slots(self, ids, embeddings: int) -> np.ndarray:
+        """Where one prompt's image goes (its start tag, then its placeholders), refused unless there is
+        exactly one slot per image embedding: a mismatch would put the image in the wrong places."""
+        ids = np.asarray(ids)
+        slots = np.flatnonzero((ids == self.image_id) | (ids == self.image_start_id))
+        if len(slots) != embeddings:
+            raise InputError(f"the prompt holds {len(slots)} image slots but its image gives {embeddings} "
+                             f"embeddings (the start tag + {embeddings - 1} image tokens); num_image_tokens "
+                             f"({self.settings.num_image_tokens}) in processor_config.json must match the image "
+                             "encoder: re-export the artifact (or the checkpoint) with its own processor settings")
+        return slots
 
     def save(self, folder: str | Path) -> None:
         """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json (official names)."""
@@ -109,6 +132,22 @@ class JanusFlowTokenizer:
         for name, data in ((TOKENIZER_CONFIG_FILE, config), (SPECIAL_TOKENS_FILE, special)):
             (folder / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
+    def _text_only(self) -> None:
+        """Make the tokenizer read text as text: every control token (BOS, EOS, pad, the image and
+        generation tags) is marked special, and special tokens are not parsed from text. Only the
+        template places them, by id. For text without such spellings the ids are the same as before.
+        tokenizer.json may list a tag as a plain added token (parsed from text even so); marking it
+        special keeps its id, and answers drop it like BOS/EOS."""
+        added = self.tokenizer.get_added_tokens_decoder()
+        for token_id in sorted(set(self.special_ids().values())):
+            token = added.get(token_id)
+            if token is None or not token.special:
+                was = token or AddedToken(self.tokenizer.id_to_token(token_id), normalized=False)
+                self.tokenizer.add_special_tokens([AddedToken(was.content, single_word=was.single_word,
+                                                              lstrip=was.lstrip, rstrip=was.rstrip,
+                                                              normalized=was.normalized, special=True)])
+        self.tokenizer.encode_special_tokens = True
+
     def _required_id(self, token: str, name: str) -> int:
         token_id = self.tokenizer.token_to_id(token)
         if token_id is None:
@@ -120,9 +159,11 @@ def _read_json(path: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid JSON ({exc})") from exc
+        data = read_json(path)  # bounded: size and nesting depth
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path} ({exc.strerror or exc})") from None
+    except BadJSON as exc:
+        raise ConfigError(f"{path} {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object, found {type(data).__name__}")
     return data

@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+from jflow.artifact.arrays import load_npz
 from jflow.artifact.manifest import Manifest
 from jflow.artifact.precision import TOLERANCES
 from jflow.errors import InputError, JFlowError
@@ -145,8 +146,7 @@ def _tolerance(m: Manifest, precision: str, group: str | None = None) -> dict[st
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return load_npz(path, "a reference file")  # a damaged one: ArtifactError naming the file
 
 
 def _verify_graph(pipe, name: str) -> list[VerifyRow]:

@@ -81,18 +81,24 @@ def test_schema_version(art):
     (lambda d: d["graphs"].pop("llm"), "graphs lacks llm; the runtime needs all of"),
     (lambda d: d["graphs"].pop("vae_decoder"), "graphs lacks vae_decoder"),
     (lambda d: d.update(precision="int3"), "precision 'int3'"),
-    (lambda d: d["limits"].update(max_batch=True), "limits lacks whole numbers >= 1 for max_batch"),
+    (lambda d: d["limits"].update(max_batch=True), "limits: max_batch is True, but its values must be whole numbers "
+                                                   "from 1 to 2147483647"),
+    (lambda d: d["limits"].update(max_context=10**12), "limits: max_context is 1000000000000, but its values must "
+                                                       "be whole numbers from 1 to 2147483647"),
     (lambda d: d["limits"].update(max_context=500), "leaves no room for a prompt"),
-    (lambda d: d["special_tokens"].pop("eos"), "special_tokens lacks token ids for eos"),
-    (lambda d: d["generation"].update(latent_size="48"), "generation lacks whole numbers >= 1 for latent_size"),
+    (lambda d: d["special_tokens"].pop("eos"), "special_tokens: eos is missing, but its token ids must be whole "
+                                               "numbers from 0 to"),
+    (lambda d: d["generation"].update(latent_size="48"), "generation: latent_size is '48', but its values must be "
+                                                         "whole numbers from 1"),
     (lambda d: d["embeddings"].update(embed_tokens="../../etc/passwd"), "inside the artifact"),
     (lambda d: d["embeddings"].update(embed_tokens="/etc/passwd"), "inside the artifact"),
     (lambda d: d["files"].update({"../escape": "0" * 64}), "inside the artifact"),
     (lambda d: d["graphs"]["llm"]["outputs"].pop(1), "llm'\\].outputs lacks logits"),
     (lambda d: d["graphs"]["siglip"]["inputs"][0].update(dtype="bfloat17"), "bad entry"),
     (lambda d: d["graphs"]["gen_encoder"].update(precision="fp8"), "precision 'fp8'"),
-    (lambda d: d["files"].pop("tokenizer.json"), "tokenizer.json are used but have no sha256"),
-    (lambda d: d["files"].pop("reference/llm.npz"), "reference/llm.npz are used but have no sha256"),
+    (lambda d: d["files"].pop("tokenizer.json"), "1 file\\(s\\) are used but have no sha256 under \"files\": "
+                                                 "tokenizer.json;"),
+    (lambda d: d["files"].pop("reference/llm.npz"), "are used but have no sha256 under \"files\": reference/llm.npz"),
 ])
 def test_what_the_runtime_needs_is_checked_on_every_load(art, change, message):
     _edit(art, change)

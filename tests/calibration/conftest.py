@@ -26,3 +26,21 @@ def quantized(tiny_artifact, photos, tmp_path_factory):
         out[precision] = quantize_artifact(tiny_artifact, root / precision, precision, calib=photos, samples=2,
                                            steps=3, cache=root / "cache", log=lambda _: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def portable_samples(tiny_artifact, photos, tmp_path_factory):
+    """Calibration samples of an artifact without llm_ort (the portable LLM form is then the one calibrated):
+    the tiny artifact copied with llm_ort left out of its manifest."""
+    import shutil
+
+    from jflow.artifact.manifest import Manifest, write_manifest
+    from jflow.calibration.collect import collect_samples
+    from jflow.calibration.data import calibration_set
+    root = tmp_path_factory.mktemp("portable")
+    art = shutil.copytree(tiny_artifact, root / "art")
+    data = dict(Manifest.load(art).data)
+    data["graphs"] = {n: g for n, g in data["graphs"].items() if n != "llm_ort"}
+    (art / "onnx" / "llm_ort.onnx").unlink()
+    write_manifest(art, data)
+    return collect_samples(art, calibration_set(2, photos), root / "cache", steps=3, log=lambda _: None)

@@ -45,13 +45,13 @@ def test_padded_llm_ort_samples_split_into_rows_of_their_own_tokens(tiny_artifac
     assert count == sum(len(np.load(f)["query_seqlens"]) for f in folder.glob("*.npz"))
 
 
-def test_padded_portable_llm_samples_split_into_rows_of_their_own_tokens(tiny_artifact, quantized):
+def test_padded_portable_llm_samples_split_into_rows_of_their_own_tokens(tiny_artifact, portable_samples):
     # The portable form computes padded query rows from masked-out inputs: not garbage, but not tokens the
     # runtime reads either. Each row, read alone with only its real cache slots and tokens, must give the
     # batched call's hidden states for those tokens (and its logits where its last token is real).
     session = ort.InferenceSession(str(tiny_artifact / "onnx" / "llm.onnx"), providers=["CPUExecutionProvider"])
     padded = 0
-    for sample, rows in _samples_and_rows(next((quantized["int8"].parent / "cache").glob("*/llm"))):
+    for sample, rows in _samples_and_rows(portable_samples / "llm"):
         assert len(rows) == len(sample["attention_mask"])
         if sample["attention_mask"].all():
             continue

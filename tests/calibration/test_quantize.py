@@ -36,7 +36,9 @@ def test_the_manifest_states_every_graphs_precision_and_the_provenance(quantized
         assert m.precision == precision and {n: m.graph_precision(n) for n in m.graphs} == expected
         q = m.data["quantization"]
         assert q["from"]["precision"] == "fp32" and q["calibration_set"]["photos"] == ["p0.png", "p1.png"]
-        assert q["samples"]["llm_ort"] > 0 and q["samples"]["llm"] > 0 and q["int8"]["calibration"] == "minmax"
+        # one calibration pass, on llm_ort; the portable form takes its ranges by weight
+        assert q["samples"]["llm_ort"] > 0 and "llm" not in q["samples"] and q["int8"]["calibration"] == "minmax"
+        assert q["llm_calibrated_on"] == "llm_ort"
         assert set(q["tools"]) == {"onnxruntime", "onnx"} and "SDXL VAE decoder (whole graph)" in q["kept_float"]
         measured = set(expected) - {"llm_ort"} | {"e2e:generation", "e2e:understanding"}  # llm_ort: through e2e
         assert m.data["tolerances"][precision]["rel_l2"] > 0 and set(q["measured"]) == measured

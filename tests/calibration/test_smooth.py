@@ -38,7 +38,7 @@ def test_smoothing_finds_the_norm_gains_and_up_proj_of_every_layer(tiny_artifact
         assert kinds.count("gain") == 2 * layers and kinds.count("columns") == layers, (name, kinds)
 
 
-def test_smoothing_is_exact_in_float_and_identical_in_both_forms(tiny_artifact, quantized):
+def test_smoothing_is_exact_in_float_and_identical_in_both_forms(tiny_artifact, quantized, portable_samples):
     maxima = channel_maxima(_packed(tiny_artifact, "llm_ort"), tiny_artifact / "onnx" / "llm_ort.onnx",
                             _samples(quantized, "llm_ort"))
     assert maxima and all(np.all(m >= 0) and m.max() > 0 for m in maxima.values())
@@ -52,7 +52,8 @@ def test_smoothing_is_exact_in_float_and_identical_in_both_forms(tiny_artifact, 
         assert all(not np.array_equal(inits[p.weight], original[p.weight]) for p in pairs)  # it did rescale
         smoothed_weights[name] = {inits[p.weight].tobytes() for p in pairs} | {inits[p.source].tobytes()
                                                                               for p in pairs}
-        reader = SampleReader(_samples(quantized, name), [i.name for i in before.graph.input])
+        samples = portable_samples / "llm" if name == "llm" else _samples(quantized, name)
+        reader = SampleReader(samples, [i.name for i in before.graph.input])
         for _ in range(2):
             feeds = reader.get_next()
             for ref, got in zip(_run(before, feeds), _run(after, feeds)):

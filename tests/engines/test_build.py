@@ -50,7 +50,7 @@ def test_auto_target_without_tensorrt_builds_onnxruntime_and_says_so(artifact_co
 
 
 def test_cli_build_exports_first_then_builds(tmp_path):
-    result = CliRunner().invoke(main, ["build", "--model", "tiny", "--out", str(tmp_path / "a"), "--target",
+    result = CliRunner().invoke(main, ["build", str(tmp_path / "a"), "--model", "tiny", "--target",
                                        "onnxruntime", "--precision", "fp32", "--max-context", "800"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "a" / "ort" / "siglip.onnx").is_file() and "built the onnxruntime target" in result.output
@@ -71,9 +71,9 @@ def test_components_each_target_cannot_build_are_refused(artifact_copy):
 def test_cli_tensorrt_target_fails_fast_without_tensorrt(tmp_path, artifact_copy):
     if HAS_TENSORRT:
         pytest.skip("TensorRT is present here")
-    result = CliRunner().invoke(main, ["build", "--model", "tiny", "--out", str(tmp_path / "new"),
+    result = CliRunner().invoke(main, ["build", str(tmp_path / "new"), "--model", "tiny",
                                        "--target", "tensorrt"])
-    assert result.exit_code == 1 and "JetPack" in result.output and "jflow-export onnx --model" in result.output
+    assert result.exit_code == 1 and "JetPack" in result.output and "jflow-export onnx CHECKPOINT" in result.output
     assert not (tmp_path / "new").exists()  # failed before exporting anything
     result = CliRunner().invoke(main, ["build", "--out", str(artifact_copy), "--target", "tensorrt"])
     assert result.exit_code == 1 and "is ready" in result.output and "Traceback" not in result.output

@@ -60,7 +60,7 @@ def test_target_selection():
         choose_target("tensorrt", "DIR", off)
     for words in ("TensorRT cannot be imported", "JetPack", "pip install tensorrt", "artifact in DIR is ready"):
         assert words in str(err.value)
-    with pytest.raises(TargetUnavailable, match="jflow-export onnx --model"):
+    with pytest.raises(TargetUnavailable, match="jflow-export onnx CHECKPOINT --out DIR"):
         choose_target("tensorrt", "DIR", off, artifact_ready=False)
 
 

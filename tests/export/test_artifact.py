@@ -190,7 +190,7 @@ def test_bad_limits(tiny_ref, tmp_path):
 def test_unwritable_parent(tiny_ref, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(InputError, match="cannot write in"):
+    with pytest.raises(InputError, match="file is a file, not a folder"):  # found before any work
         export_artifact(tiny_ref, blocker / "art", limits=LIMITS)
 
 
@@ -216,7 +216,7 @@ def test_export_removes_only_abandoned_partials_of_its_target(tiny_ref, tmp_path
     kept = [leftover_partial(tmp_path, "art", "unmarked", owner="none"), leftover_partial(tmp_path, "other", "killed")]
     export_artifact(tiny_ref, tmp_path / "art", limits=LIMITS, log=lambda _: None)
     assert not stale.exists() and all(k.exists() for k in kept)
-    assert sorted(p.name for p in (tmp_path / "art").iterdir()) == ["manifest.json"]
+    assert sorted(p.name for p in (tmp_path / "art").iterdir()) == [".jflow-output.json", "manifest.json"]
 
 
 def test_export_never_replaces_a_target_that_appeared_meanwhile(tiny_ref, tmp_path, monkeypatch):
@@ -227,6 +227,8 @@ def test_export_never_replaces_a_target_that_appeared_meanwhile(tiny_ref, tmp_pa
         (root / "manifest.json").write_text("second")
         out.mkdir()  # a concurrent export to the same --out finished first
         (out / "manifest.json").write_text("first")
+        from jflow.output_folders import mark_output
+        mark_output(out, "artifact")  # it is jflow's: a later --force may replace it
     monkeypatch.setattr(artifact_module, "_write", racing)
     with pytest.raises(InputError, match="appeared while"):
         export_artifact(tiny_ref, out, limits=LIMITS, log=lambda _: None)
@@ -269,7 +271,7 @@ def test_missing_model_is_one_clear_line(tmp_path):
     from click.testing import CliRunner
 
     from jflow.cli import main
-    result = CliRunner().invoke(main, ["onnx", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "a")])
+    result = CliRunner().invoke(main, ["onnx", str(tmp_path / "nope"), "--out", str(tmp_path / "a")])
     assert result.exit_code == 1 and "checkpoint folder not found" in result.output
     assert not (tmp_path / "a").exists()
 

@@ -204,7 +204,7 @@ def test_killed_tiny_leaves_a_partial_that_the_next_one_removes(tmp_path):
     import sys
     import time
     out = tmp_path / "tiny"
-    proc = subprocess.Popen([sys.executable, "-m", "jflow.cli", "tiny", str(out)])
+    proc = subprocess.Popen([sys.executable, "-m", "jflow.cli", "tiny", "--out", str(out)])
     deadline = time.monotonic() + 120
     while not any(p.name.startswith(".tiny.") and any(p.iterdir()) for p in tmp_path.iterdir()) \
             and time.monotonic() < deadline:  # its temporary folder has begun to fill

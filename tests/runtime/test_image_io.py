@@ -107,6 +107,41 @@ def test_load_image_errors(tmp_path):
         preprocess_images([tmp_path / "missing.png"], SETTINGS)
 
 
+def _load_within(path, seconds=20):
+    """load_image(path) in a thread: (exception, still_running) -- a FIFO must not block the read."""
+    import threading
+    outcome = []
+
+    def run():
+        try:
+            load_image(path)
+            outcome.append(None)
+        except Exception as exc:  # the InputError under test
+            outcome.append(exc)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return (outcome[0] if outcome else None), thread.is_alive()
+
+
+def test_a_folder_a_fifo_and_a_device_are_named_as_what_they_are(tmp_path):
+    import os
+    (tmp_path / "pictures.png").mkdir()
+    os.mkfifo(tmp_path / "pipe.png")
+    garbage = tmp_path / "notes.png"
+    garbage.write_text("not a picture")
+    for path, what in [(tmp_path / "pictures.png", "is a folder, not a file"),
+                       (tmp_path / "pipe.png", "is a named pipe (FIFO), not a file"),
+                       ("/dev/zero", "is a character device, not a file")]:
+        error, blocked = _load_within(path)
+        assert not blocked, f"{path}: load_image blocked"
+        assert isinstance(error, InputError) and f"image file {path} {what}; pass a PNG or JPEG file" == str(error)
+    with pytest.raises(InputError, match=f"^image file not found: {tmp_path / 'missing.png'}"):
+        load_image(tmp_path / "missing.png")
+    with pytest.raises(InputError, match=f"^{garbage} is not a readable image \\(not in a format PIL can read\\)"):
+        load_image(garbage)  # named by its path (PIL's own text names an open file object)
+
+
 def test_to_uint8_truncates_clips_and_is_channels_last():
     v254_9 = np.float32(254.9 / 255 * 2 - 1)
     x = np.zeros((2, 3, 2, 3), dtype=np.float32)

@@ -1,5 +1,6 @@
 """The torch-free Pipeline over the tiny fp32 artifact, checked against the PyTorch reference."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -168,3 +169,47 @@ print(",".join(m for m in ("torch", "transformers", "diffusers") if m in sys.mod
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-1] == "clean"
     assert (tmp_path / "out.png").is_file()
+
+
+@pytest.fixture
+def replaceable(tiny_artifact, tmp_path):
+    """(art, swap): a copy of the tiny artifact, and swap() that renames another artifact into its place
+    (the same files but a VAE with halved weights: it decodes to a visibly different image)."""
+    art, other = tmp_path / "art", tmp_path / "other"
+    shutil.copytree(tiny_artifact, art)
+    shutil.copytree(tiny_artifact, other)
+    weights = other / "onnx" / "vae_decoder.onnx.data"  # float32 initializers only
+    (np.fromfile(weights, np.float32) * 0.5).tofile(weights)
+
+    def swap():
+        art.rename(tmp_path / "art-before")
+        other.rename(art)
+    return art, swap
+
+
+def test_a_folder_replaced_during_generate_is_not_used(pipe, replaceable):
+    # Before: the VAE was opened after the ODE, from the replacement (never hashed), and the run succeeded.
+    art, swap = replaceable
+    expected = np.asarray(pipe.generate("a cat", steps=2, seed=5)[0])
+    fresh = Pipeline.load(art)
+    image = fresh.generate("a cat", steps=2, seed=5, progress=lambda k, n: swap() if k == n else None)[0]
+    assert np.array_equal(np.asarray(image), expected)  # every graph came from the files that were checked
+    unchecked = Pipeline.load(art, check_files="none")  # (the replacement would have shown: its VAE differs)
+    assert not np.array_equal(np.asarray(unchecked.generate("a cat", steps=2, seed=5)[0]), expected)
+
+
+def test_a_graph_opened_after_the_folder_changed_is_refused(replaceable, photo):
+    art, swap = replaceable
+    fresh = Pipeline.load(art)
+    latents = fresh.generate_latents("a cat", steps=1, seed=0)  # the VAE and SigLIP are not opened yet
+    swap()
+    for late in (lambda: fresh.decode_latents(latents), lambda: fresh.answer(photo, QUESTION, max_new_tokens=2)):
+        with pytest.raises(ArtifactError) as excinfo:
+            late()
+        # Files whose bytes the replacement shares (tokenizer, configs) still hash right and are re-pinned;
+        # the graphs' and weights' do not.
+        assert re.search(rf"artifact {re.escape(str(art))} changed after Pipeline.load checked it: \d+ of "
+                         rf"{len(fresh.manifest.files)} file\(s\) are not the ones checked \(.*onnx",
+                         str(excinfo.value))
+        assert "the folder was moved, replaced or edited. Found while opening graph " in str(excinfo.value)
+        assert "nothing was run from them: load the artifact again" in str(excinfo.value)

@@ -57,6 +57,25 @@ def test_pair_images_questions_refuses_with_the_argument_named(images, questions
         pair_images_questions(images, questions)
 
 
+# --- a lone surrogate (from a JSON "\\ud800" escape, or undecodable bytes in argv): issue 18, point 12 ----
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: prompt_list("a cat \ud800"), r"the prompt is not valid Unicode text: character 6 is a lone "
+                                            r"surrogate \('\\ud800'\)"),
+    (lambda: prompt_list(["a cat", "x\udcff"]), r"prompt\[1\] is not valid Unicode text: character 1"),
+    (lambda: pair_images_questions(IMG, "\udfffwhat?"), r"the question is not valid Unicode text: character 0"),
+    (lambda: pair_images_questions([IMG, IMG], ["q", "why\ud83d"]), r"questions\[1\] is not valid Unicode text"),
+])
+def test_a_lone_surrogate_is_refused_by_name(call, message):
+    with pytest.raises(InputError, match=message):
+        call()
+
+
+def test_surrogate_pairs_written_properly_are_fine():
+    assert prompt_list("a cat \U0001f600") == ["a cat \U0001f600"]
+    assert pair_images_questions(IMG, "what? \u00e9")[1] == ["what? \u00e9"]
+
+
 @pytest.mark.parametrize("cfg", [1e300, MAX_CFG_WEIGHT + 0.5, float("nan"), float("inf"), -1.0, True, "2"])
 def test_cfg_outside_the_documented_range_is_refused(cfg):
     with pytest.raises(InputError, match=f"cfg weight must be a number from 0 to {MAX_CFG_WEIGHT:g}"):

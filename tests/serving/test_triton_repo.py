@@ -174,7 +174,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(tiny_artifact, with_engines, t
                                                        "graphs": {"siglip": data["engines"]["tensorrt"]["graphs"]["siglip"]}}}})
     out = tmp_path / "repo"
     cases = [
-        (("--engines", "tensorrt"), "has no TensorRT engines; build them with `jflow-export build --out"),
+        (("--engines", "tensorrt"), "has no TensorRT engines; build them with `jflow-export build "),
         (("--engines", "cuda"), "Invalid value for '--engines'"),
         (("--variant", "gpu"), "Invalid value for '--variant'"),
         (("--instances", 0), "Invalid value for '--instances'"),
@@ -196,8 +196,14 @@ def test_bad_input_is_one_line_and_leaves_nothing(tiny_artifact, with_engines, t
     result = _run("triton", tiny_artifact, "--out", out)
     assert result.exit_code == 1 and "already exists" in result.output and "--force" in result.output
     assert [p.name for p in out.iterdir()] == ["mine.txt"]
+    result = _run("triton", tiny_artifact, "--out", out, "--force")  # --force replaces only what jflow wrote
+    assert result.exit_code == 1 and "not written by jflow" in result.output
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]
+    out = tmp_path / "repo2"
+    assert _run("triton", tiny_artifact, "--out", out).exit_code == 0
+    (out / "llm" / "config.pbtxt").write_text("stale")
     assert _run("triton", tiny_artifact, "--out", out, "--force").exit_code == 0
-    assert (out / "llm" / "config.pbtxt").is_file() and not (out / "mine.txt").exists()
+    assert (out / "llm" / "config.pbtxt").read_text() != "stale"
 
 
 def test_a_failed_write_publishes_nothing(tiny_artifact, tmp_path, monkeypatch):

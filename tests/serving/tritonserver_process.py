@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-NUMPY1 = Path(os.environ.get("JFLOW_TRITON_NUMPY1", Path.home() / ".cache" / "jflow" / "triton-numpy1"))
+NUMPY1 = Path(os.environ.get("JFLOW_TRITON_NUMPY1", Path(sys.prefix) / "triton-numpy1"))  # in the venv: .ci/run
 NUMPY1_HOWTO = f"pip install --no-deps --target {NUMPY1} numpy==1.26.4 (or set JFLOW_TRITON_NUMPY1 to such a folder)"
 
 
