@@ -60,11 +60,18 @@ def start_server(artifact: str, queue: int, log: Path) -> tuple[subprocess.Popen
     raise RuntimeError(f"the server did not become ready:\n{log.read_text()[-2000:]}")
 
 
-def cpu_model() -> str:
+def machine() -> dict:
+    """The CPU (model and the ISA flags ONNX Runtime's kernels depend on), cores and Python: numbers differ a lot
+    between our machines."""
+    cpu, flags = platform.machine(), set()
     for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            cpu = value.strip()
+        elif key.strip() == "flags":
+            flags = set(value.split())
+    isa = [f for f in ("avx512_vnni", "avx512f", "avx_vnni", "avx2") if f in flags]
+    return {"cpu": cpu, "isa": isa, "cores": os.cpu_count(), "python": platform.python_version()}
 
 
 def memory(pid: int) -> dict:
@@ -179,8 +186,7 @@ def main() -> int:
         requests = make_requests(pipe, args.clients)
     log = Path(tempfile.mkdtemp()) / "server.log"
     proc, url = start_server(args.artifact, args.queue, log)
-    report = {"artifact": args.artifact, "clients": args.clients, "queue": args.queue, "machine": {
-        "cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
+    report = {"artifact": args.artifact, "clients": args.clients, "queue": args.queue, "machine": machine(),
         "server_memory_start": memory(proc.pid), "waves": []}
     try:
         asyncio.run(wave(url, requests[:3], retry=False))  # warm-up: every graph loaded before the first reading

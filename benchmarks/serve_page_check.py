@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from serve_load import start_server  # run as a script: its folder is on sys.path
+from serve_load import machine, start_server  # run as a script: its folder is on sys.path
 
 HERE = Path(__file__).resolve().parent
 QUESTION = "What is in this picture?"
@@ -106,7 +106,7 @@ def main() -> int:
     ok = all(checks[k] is True for k in ("page_loaded_and_health_ready", "drawn_image_equals_pipeline_png",
                                           "dropped_picture_shown", "answer_equals_pipeline",
                                           "answer_arrived_in_pieces")) and checks["server_exit_code"] == 0
-    report = {"artifact": args.artifact, "steps": args.steps, "checks": checks, "all_passed": ok,
+    report = {"artifact": args.artifact, "steps": args.steps, "machine": machine(), "checks": checks, "all_passed": ok,
               "screenshot": str(Path(args.screenshot).resolve().relative_to(HERE.parent))}
     out = HERE / "results" / "serve_page_check.json"
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -13,7 +13,7 @@ from jflow.artifact.precision import QUANTIZED
 from jflow.calibration import KEEP_FLOAT, METHODS, SMOOTH_ALPHA
 from jflow import cli_legacy
 from jflow.cli_options import (FORCE_HELP, LEGACY_MODEL, MODEL_ARGUMENT, REFERENCE_CHUNK, SAMPLING_OPTIONS,
-                               _generation_options, _runtime_options, _sources, load_pipeline)
+                               _generation_options, runtime_options, _sources, load_pipeline)
 from jflow.cli_serve import serve_command
 from jflow.cli_types import Seed
 from jflow.errors import JFlowError
@@ -241,7 +241,7 @@ def verify(artifact, backend, graphs):
 @click.argument("artifact", type=click.Path())
 @click.argument("prompt")
 @_generation_options
-@_runtime_options
+@runtime_options
 def generate(artifact, prompt, out, steps, cfg_weight, seed, count, backend, threads, spin, check_files):
     """Text to image with an exported ARTIFACT (no torch needed)."""
     from jflow.runtime.image_io import check_output_images, images_to_files
@@ -270,7 +270,7 @@ def generate(artifact, prompt, out, steps, cfg_weight, seed, count, backend, thr
 @click.option("--max-new-tokens", default=None, type=click.IntRange(1),
               help="Default: 512, or the artifact's limit if lower.")
 @SAMPLING_OPTIONS
-@_runtime_options
+@runtime_options
 def chat(artifact, image, question, max_new_tokens, temperature, top_p, seed, backend, threads, spin, check_files):
     """Answer QUESTION about an image with an exported ARTIFACT, streaming the text to stdout."""
     from jflow.runtime.image_io import load_image
@@ -286,7 +286,7 @@ def chat(artifact, image, question, max_new_tokens, temperature, top_p, seed, ba
 
 @main.command("profile")
 @click.argument("artifact", type=click.Path())
-@_runtime_options
+@runtime_options
 @click.option("--runs", default=5, show_default=True, type=click.IntRange(1), help="Timed runs per stage.")
 @click.option("--warmup", default=2, show_default=True, type=click.IntRange(0), help="Untimed runs first.")
 @click.option("--steps", default=30, show_default=True, type=click.IntRange(1), help="ODE steps of a generation.")

@@ -48,7 +48,7 @@ def _sources(*paths):
     return [p for p in paths if p is not None and p != "tiny"]
 
 
-_runtime_options = _options(
+runtime_options = _options(
     click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto",
                  show_default=True, help="auto: TensorRT when the artifact has engines and TensorRT is installed, "
                                          "else onnxruntime (with its GPU provider when installed)."),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import click
 
-from jflow.cli_options import _runtime_options, load_pipeline
+from jflow.cli_options import load_pipeline, runtime_options
 from jflow.cli_types import FiniteFloat
+from jflow.runtime.image_io import MAX_IMAGE_PIXELS
+from jflow.serving.limits import MIB, ServeLimits  # stdlib only: the extra is not needed to parse options
 
 
 @click.command("serve")
@@ -14,17 +16,19 @@ from jflow.cli_types import FiniteFloat
               help="Address to listen on. Only this device can connect by default; 0.0.0.0 serves every network "
                    "interface (add --api-key).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0: any free port.")
-@click.option("--queue", default=8, show_default=True, type=click.IntRange(0),
+@click.option("--queue", default=ServeLimits.queue, show_default=True, type=click.IntRange(0),
               help="Requests that may wait behind the running one; more get 503 with Retry-After.")
 @click.option("--api-key", default=None, envvar="JFLOW_API_KEY",
               help="Require 'Authorization: Bearer KEY' on /v1/* (or set JFLOW_API_KEY, which keeps it out of ps).")
-@click.option("--max-body-mib", default=16, show_default=True, type=click.IntRange(1, 1024),
+@click.option("--max-body-mib", default=ServeLimits.max_body_bytes // MIB, show_default=True,
+              type=click.IntRange(1, 1024),
               help="Largest request body (a base64 picture is 4/3 of its file); larger ones get 413.")
-@click.option("--max-image-pixels", default=16_000_000, show_default=True, type=click.IntRange(1, 100_000_000),
+@click.option("--max-image-pixels", default=ServeLimits.max_image_pixels, show_default=True,
+              type=click.IntRange(1, MAX_IMAGE_PIXELS),
               help="Largest picture (width x height), checked before decoding; larger ones get 413.")
 @click.option("--grace", default=30.0, show_default=True, type=FiniteFloat(0),
               help="Seconds a running request may take to finish after SIGTERM before it is cancelled.")
-@_runtime_options
+@runtime_options
 def serve_command(artifact, host, port, queue, api_key, max_body_mib, max_image_pixels, grace, backend, threads, spin,
                   check_files):
     """Serve ARTIFACT over HTTP with OpenAI's API (chat with a picture, image generation) and a web page at /."""
@@ -32,7 +36,6 @@ def serve_command(artifact, host, port, queue, api_key, max_body_mib, max_image_
 
     from jflow.artifact.manifest import Manifest
     try:
-        from jflow.serving.limits import MIB, ServeLimits
         from jflow.serving.server import serve
     except ImportError as exc:
         raise click.ClickException(f"serve needs the serve extra ({exc.name} is missing): "

@@ -6,7 +6,7 @@ import math
 
 import click
 
-MAX_SEED = 2**63 - 1
+from jflow.runtime.requests import MAX_SEED
 
 
 class Seed(click.IntRange):

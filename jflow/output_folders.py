@@ -17,6 +17,7 @@ import stat
 from pathlib import Path
 
 from jflow import __version__
+from jflow.artifact.json_file import parse_json
 from jflow.errors import OutputError
 
 OUTPUT_MARK = ".jflow-output.json"
@@ -45,8 +46,8 @@ def written_by_jflow(folder: Path) -> bool:
     mark = _head(folder / OUTPUT_MARK)
     if mark is not None:
         try:
-            data = json.loads(mark)
-        except ValueError:
+            data = parse_json(mark)
+        except ValueError:  # BadJSON too: a mark nested 4000 deep is not ours, not a RecursionError
             return False
         return isinstance(data, dict) and data.get("written_by") == "jflow"
     manifest = _head(folder / "manifest.json")

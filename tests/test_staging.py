@@ -231,3 +231,13 @@ def test_what_counts_as_written_by_jflow(tmp_path, tiny_artifact):
     link.symlink_to(legacy_artifact)
     assert written_by_jflow(legacy_artifact) and written_by_jflow(tmp_path / "old-repo")
     assert not any(written_by_jflow(p) for p in (theirs, forged, link, legacy_artifact / "manifest.json"))
+
+
+def test_a_deeply_nested_mark_is_not_ours_and_no_traceback(tmp_path):
+    # Before: json.loads on the mark raised RecursionError, and `--force` ended in a traceback.
+    from jflow.output_folders import written_by_jflow
+
+    folder = tmp_path / "nested"
+    folder.mkdir()
+    (folder / OUTPUT_MARK).write_text("[" * 4000)
+    assert not written_by_jflow(folder)

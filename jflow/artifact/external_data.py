@@ -59,32 +59,3 @@ class SharedWeights:
         from onnx import helper
         array = np.ascontiguousarray(array)
         return self.reference(name, array.tobytes(), list(array.shape), helper.np_dtype_to_tensor_dtype(array.dtype))
-
-
-def share_with(primary: Path, secondary: Path, min_bytes: int = 1024) -> int:
-    """Rewrite `secondary` (a graph saved with its weights in one external-data file next to it) so every
-    weight whose bytes equal one of `primary`'s points into `primary`'s data file; the rest is written
-    again to secondary's own data file. Both files must sit in the same folder. Returns the bytes saved."""
-    import onnx
-    from onnx import numpy_helper
-    if primary.parent.resolve() != secondary.parent.resolve():
-        raise ValueError("jflow bug: graphs that share weights must sit in the same folder")
-    shared = SharedWeights(primary)
-    model = onnx.load(str(secondary), load_external_data=True)
-    saved = 0
-    for init in model.graph.initializer:
-        if not init.HasField("raw_data"):  # e.g. int32_data: the stored bytes are what files hold and share
-            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init), init.name))
-        ref = shared.reference(init.name, init.raw_data, list(init.dims), init.data_type) \
-            if len(init.raw_data) >= min_bytes else None
-        if ref is not None:
-            saved += len(init.raw_data)
-            init.CopyFrom(ref)
-    own = f"{secondary.name}.data"
-    (secondary.parent / own).unlink(missing_ok=True)
-    onnx.save(model, str(secondary), save_as_external_data=True, location=own, size_threshold=min_bytes,
-              all_tensors_to_one_file=True)
-    if not any(i.data_location == onnx.TensorProto.EXTERNAL and _external(i)["location"] == own
-               for i in onnx.load(str(secondary), load_external_data=False).graph.initializer):
-        (secondary.parent / own).unlink(missing_ok=True)  # everything was shared
-    return saved

@@ -198,14 +198,12 @@ class Manifest:
         return problems
 
     def still_verified(self, rel: str, pinned: list[int] | None) -> list[int] | None:
-        """The identity of listed file `rel` now, when it is still the file that was checked: its identity is
-        `pinned`, or its sha256 is still the listed one (a hard link, chmod or `touch` moves ctime without
-        changing a byte). None when it is gone, a link, or its content differs."""
+        """The identity of listed file `rel` now, when it is still the file that was checked though its identity
+        is no longer `pinned`: its sha256 is still the listed one (a hard link, chmod or `touch` moves ctime
+        without changing a byte). None when it is gone, a link, or its content differs."""
         path = self.root / rel
         try:
             now = stamp.identity(path)
-            if now == pinned:
-                return now
             same = _links_under(self.root, rel) is None and sha256_file(path) == self.files[rel].lower()
             return now if same and stamp.identity(path) == now else None
         except OSError:

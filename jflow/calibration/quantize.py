@@ -92,7 +92,7 @@ def quantize_artifact(src: str | Path, out: str | Path, precision: str, calib: s
         folder = collect_samples(m.root, cset, cache, steps=steps, log=log)
         log(f"  calibration samples ready in {time.perf_counter() - started:5.1f}s")
         targets = plan(precision)
-        smoothing = {"alpha": smooth, "maxima": None, "gemms": {}} if smooth else None  # measured once, both forms
+        smoothing = {"alpha": smooth, "gemms": {}} if smooth else None  # measured once, both forms
         llm: dict = {}  # the LLM's ranges, measured once on the calibrated form (gemms.measure_llm)
         float_gemms: dict[str, int] = {}  # LLM form -> GEMMs kept float
         with staged_dir(out, replace=force) as tmp:
@@ -247,14 +247,13 @@ def _int8(m: Manifest, name: str, target: Path, samples: Path, method: str, excl
         llm = {} if llm is None else llm
         alpha = smoothing["alpha"] if smoothing else None
         if "ranges" not in llm:  # measured on the calibrated form (this one, or opened for it)
-            calibrated = samples.name
+            calibrated = calibrated_form(m)
             source = graph if calibrated == name else open_graph(m.graph_path(calibrated), calibrated, keep_float,
                                                                  exclude)
             llm.update(measure_llm(source, samples, method, alpha))
             del source
         smoothed, ranges = smooth_and_find(graph, llm, alpha)
         if smoothing:
-            smoothing["maxima"] = llm["maxima"]
             smoothing["gemms"][name] = smoothed
     else:
         ranges = graph_ranges(graph, samples, method)

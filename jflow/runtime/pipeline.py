@@ -284,8 +284,8 @@ class Pipeline:
                       top_p: float = 1.0, seed: int | None = None) -> Iterator[str]:
         """Yield the answer's text pieces as tokens arrive (never a split multi-byte character)."""
         stream = TextStream(self.tokenizer)
-        for ids, _ in self._stepwise([image], [question], max_new_tokens, temperature, top_p, seed):
-            piece = stream.push(int(ids[0]))
+        for token in self.answer_token_ids(image, question, max_new_tokens, temperature, top_p, seed):
+            piece = stream.push(token)
             if piece:
                 yield piece
         tail = stream.flush()

@@ -12,6 +12,7 @@ from jflow.errors import InputError
 
 # Guidance weights beyond this only overflow the latent (1e300 gave black images); the official is 2.
 MAX_CFG_WEIGHT = 100.0
+MAX_SEED = 2**63 - 1  # numpy's PCG64 takes any whole number; the CLI and the server take a signed 64-bit one
 IMAGE_TYPES = (str, os.PathLike, Image.Image, np.ndarray)
 
 

@@ -12,12 +12,11 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from jflow.runtime.requests import MAX_CFG_WEIGHT
+from jflow.runtime.requests import MAX_CFG_WEIGHT, MAX_SEED
 from jflow.serving.api_errors import APIError, NOT_FOUND, bad_field
 from jflow.serving.data_url import decode_image_url
 from jflow.serving.limits import ServeLimits
 
-MAX_SEED = 2**63 - 1
 IMAGE_SIZE = "384x384"  # the model draws 384x384 pictures only
 # Chat fields we cannot honour, with the values that mean "not used" (OpenAI's defaults).
 _UNSUPPORTED_CHAT = {

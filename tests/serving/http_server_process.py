@@ -70,16 +70,18 @@ class ServeProcess:
     def health(self) -> dict:
         return httpx.get(f"{self.url}/health", timeout=10).json()
 
+    def wait_for(self, condition, timeout_s: float = 30) -> dict:
+        """/health once `condition(health)` holds; AssertionError with the last health after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while not condition(health := self.health()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the server did not get there in {timeout_s} s: {health}")
+            time.sleep(0.02)
+        return health
+
     def wait_idle(self, timeout_s: float = 30) -> dict:
         """/health once nothing runs or waits (a cancelled job has been wound up)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            health = self.health()
-            if health["running"] is None and health["waiting"] == 0:
-                return health
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the server is still busy after {timeout_s} s: {health}")
-            time.sleep(0.05)
+        return self.wait_for(lambda h: h["running"] is None and h["waiting"] == 0, timeout_s)
 
     def stop(self, timeout_s: float = 60) -> int:
         """SIGTERM, then the exit code (the process group is killed if it does not end in time)."""

@@ -148,25 +148,17 @@ def send_raw(server, path, body) -> socket.socket:
     return sock
 
 
-def wait_for(server, condition, timeout_s=30):
-    deadline = time.monotonic() + timeout_s
-    while not condition(health := server.health()):
-        assert time.monotonic() < deadline, health
-        time.sleep(0.02)
-    return health
-
-
 def test_full_queue_is_503_with_retry_after_and_hung_up_clients_stop_their_work(server):
     before = server.wait_idle()["counters"]
     running = send_raw(server, IMAGES, {"prompt": "a long one", "steps": 100, "seed": 1})
-    wait_for(server, lambda h: h["running"] == "image")
+    server.wait_for(lambda h: h["running"] == "image")
     waiting = send_raw(server, IMAGES, {"prompt": "a second one", "steps": 100, "seed": 2})
-    wait_for(server, lambda h: h["waiting"] == 1)
+    server.wait_for(lambda h: h["waiting"] == 1)
     full = httpx.post(server.url + IMAGES, headers=AUTH, json={"prompt": "a third", "steps": 1}, timeout=30)
     assert full.status_code == 503 and int(full.headers["Retry-After"]) >= 1
     assert (full.json()["error"]["type"], full.json()["error"]["code"]) == ("server_busy_error", "queue_full")
     waiting.close()  # hangs up while queued: dropped from the queue, never run
-    wait_for(server, lambda h: h["waiting"] == 0)
+    server.wait_for(lambda h: h["waiting"] == 0)
     running.close()  # hangs up mid-generation: the ODE loop stops at its next step
     after = server.wait_idle()["counters"]
     assert after["cancelled"] - before.get("cancelled", 0) == 2

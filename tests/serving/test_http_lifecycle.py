@@ -28,22 +28,15 @@ def post_in_thread(url, body, results, key):
     return thread
 
 
-def wait_for(server, condition, timeout_s=30):
-    deadline = time.monotonic() + timeout_s
-    while not condition(health := server.health()):
-        assert time.monotonic() < deadline, health
-        time.sleep(0.02)
-
-
 def test_sigterm_finishes_the_running_request_refuses_the_waiting_and_exits_0(tiny_artifact):
     server = ServeProcess(tiny_artifact, "--queue", "2", "--threads", "1").start()
     try:
         assert server.url.startswith("http://127.0.0.1:")  # loopback unless --host says otherwise
         results = {}
         running = post_in_thread(server.url, {"prompt": "a red cube", "steps": 8, "seed": 0}, results, "running")
-        wait_for(server, lambda h: h["running"] == "image")
+        server.wait_for(lambda h: h["running"] == "image")
         waiting = post_in_thread(server.url, {"prompt": "a blue cube", "steps": 8, "seed": 1}, results, "waiting")
-        wait_for(server, lambda h: h["waiting"] == 1)
+        server.wait_for(lambda h: h["waiting"] == 1)
     finally:
         code = server.stop()
     running.join(60)
@@ -60,7 +53,7 @@ def test_sigterm_cancels_a_request_that_outlasts_the_grace_period(tiny_artifact)
     results = {}
     try:
         running = post_in_thread(server.url, {"prompt": "a slow one", "steps": 100, "seed": 0}, results, "running")
-        wait_for(server, lambda h: h["running"] == "image")
+        server.wait_for(lambda h: h["running"] == "image")
     finally:
         started = time.monotonic()
         code = server.stop()
