@@ -1,7 +1,7 @@
 """Reference image understanding (official algorithm, spec §6): image + question -> answer text.
 
 Greedy when temperature is 0, else nucleus sampling from a numpy generator seeded by `seed`
-(the same code as the runtime, see `jflow.runtime.sampling`). The KV cache grows one token per step.
+(the same code as the runtime, see `jflow.runtime.token_sampling`). The KV cache grows one token per step.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from jflow.errors import InputError
 from jflow.runtime.batching import understanding_batch
 from jflow.runtime.image_io import preprocess_images
 from jflow.runtime.requests import pair_images_questions
-from jflow.runtime.sampling import check_sampling, choose_tokens
+from jflow.runtime.token_sampling import check_sampling, choose_tokens
 
 
 def understanding_embeddings(ref, pixels: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@
 
 Tensors are backend handles: numpy arrays on the CPU, device buffers on GPUs. `empty` allocates once,
 `upload(array, out=buffer)` writes into an existing buffer (no allocation), `view` gives a smaller
-contiguous shape over a buffer's memory, `download` copies to the host. The loops (sampler, decoder,
+contiguous shape over a buffer's memory, `download` copies to the host. The loops (ODE loop, decoder,
 LLM runner) allocate everything before their first step and then only write, infer and read the
 logits they must read. ONNX Runtime (CPU, CUDA) and TensorRT implement it; verify, profile and the
 pipeline all go through it; nothing falls back silently.

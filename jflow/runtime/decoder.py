@@ -8,7 +8,7 @@ from typing import Iterator
 
 import numpy as np
 
-from jflow.runtime.sampling import choose_tokens
+from jflow.runtime.token_sampling import choose_tokens
 
 
 def decode_steps(pipe, rows: list[np.ndarray], max_new_tokens: int, temperature: float, top_p: float,

@@ -39,8 +39,8 @@ from jflow.runtime.ode import LATENT_CHANNELS, initial_noise
 from jflow.runtime.processor_config import ProcessorSettings
 from jflow.runtime.requests import check_generation_args, check_noise, pair_images_questions, prompt_list
 from jflow.runtime.requests import check_threads
-from jflow.runtime.sampler import sample_latents
-from jflow.runtime.sampling import check_sampling
+from jflow.runtime.ode_loop import sample_latents
+from jflow.runtime.token_sampling import check_sampling
 from jflow.runtime.sharing import CLOSED, PinnedFiles, serialised
 from jflow.runtime.tokenizer import JanusFlowTokenizer, TextStream
 

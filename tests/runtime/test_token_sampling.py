@@ -1,10 +1,10 @@
-"""jflow.runtime.sampling.choose_tokens: greedy, temperature sampling and HF-style top-p."""
+"""jflow.runtime.token_sampling.choose_tokens: greedy, temperature sampling and HF-style top-p."""
 
 import numpy as np
 import pytest
 
 from jflow.errors import InputError
-from jflow.runtime.sampling import choose_tokens
+from jflow.runtime.token_sampling import choose_tokens
 
 
 def softmax(x):
