@@ -10,10 +10,11 @@ import click
 
 from jflow import __version__
 from jflow.artifact.precision import QUANTIZED
-from jflow.calibration import KEEP_FLOAT, METHODS, SMOOTH_ALPHA
+from jflow.calibration import METHODS
+from jflow.calibration.recipe import QuantRecipe
 from jflow import cli_legacy
 from jflow.cli_options import (FORCE_HELP, LEGACY_MODEL, MODEL_ARGUMENT, REFERENCE_CHUNK, SAMPLING_OPTIONS,
-                               _generation_options, runtime_options, _sources, load_pipeline)
+                               generation_options, runtime_options, source_paths, load_pipeline)
 from jflow.cli_serve import serve_command
 from jflow.cli_types import Seed
 from jflow.errors import JFlowError
@@ -93,7 +94,7 @@ def onnx_command(ctx, model, legacy_model, out, precision, max_batch, max_contex
     from jflow.export.artifact import export_artifact
     from jflow.artifact.spec import Limits
     model, = cli_legacy.shifted(ctx, ["model"], legacy_model, "onnx --model MODEL", "onnx MODEL")
-    check_new_dir(out, "the artifact folder", replace=force, sources=_sources(model, vae))  # before loading
+    check_new_dir(out, "the artifact folder", replace=force, sources=source_paths(model, vae))  # before loading
     ref = _load_reference(model, vae, load_vae=True)
     started = time.perf_counter()
     click.echo(f"exporting {model} ({precision}) to {out}", err=True)
@@ -110,17 +111,17 @@ def onnx_command(ctx, model, legacy_model, out, precision, max_batch, max_contex
               help="int8: W8A8 QDQ on every compute graph; int4: LLM weights int4 (blocks), the rest int8.")
 @click.option("--calib", default=None, type=click.Path(),
               help="Folder of your own photographs (default: scikit-image's, `pip install jflow[calib]`).")
-@click.option("--samples", default=8, show_default=True, type=click.IntRange(1),
+@click.option("--samples", default=QuantRecipe.samples, show_default=True, type=click.IntRange(1),
               help="Prompts (each a 30-step generation) and questions (each with a photograph) to calibrate on.")
-@click.option("--method", type=click.Choice(METHODS), default="minmax",
+@click.option("--method", type=click.Choice(METHODS), default=QuantRecipe.method,
               show_default=True, help="How activation ranges are calibrated.")
-@click.option("--block-size", default=32, show_default=True, type=click.IntRange(16),
+@click.option("--block-size", default=QuantRecipe.block_size, show_default=True, type=click.IntRange(16),
               help="int4: weights per quantization block along the input dimension.")
-@click.option("--steps", default=30, show_default=True, type=click.IntRange(1),
+@click.option("--steps", default=QuantRecipe.steps, show_default=True, type=click.IntRange(1),
               help="ODE steps of each calibration generation (samples are spread over all of them).")
-@click.option("--smooth", default=SMOOTH_ALPHA, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+@click.option("--smooth", default=QuantRecipe.smooth, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="int8: SmoothQuant migration strength for the LLM's GEMMs, folded into its weights (0: off).")
-@click.option("--keep-float", default=",".join(KEEP_FLOAT), show_default=True,
+@click.option("--keep-float", default=",".join(QuantRecipe.keep_float), show_default=True,
               help="int8: LLM GEMMs left float, by role, comma-separated: down (the MLP down projections: "
                    "their input silu(gate)*up is too heavy-tailed for one int8 scale), o (attention output "
                    "projections: not smoothable under grouped-query attention), or none.")
@@ -130,14 +131,14 @@ def quantize_command(src, out, precision, calib, samples, method, block_size, st
     inputs (cached under $JFLOW_CACHE/calibration, by default ~/.cache/jflow/calibration)."""
     from jflow.calibration.quantize import quantize_artifact
     check_new_dir(out, "the quantized artifact folder", replace=force, sources=[src])  # before any work
-    quantize_artifact(src, out, precision, calib=calib, samples=samples, method=method, block_size=block_size,
-                      steps=steps, smooth=smooth, keep_float=_roles(keep_float), force=force,
-                      log=lambda line: click.echo(line, err=True))
+    recipe = QuantRecipe(precision, method=method, smooth=smooth, keep_float=_roles(keep_float), block_size=block_size,
+                         samples=samples, steps=steps)
+    quantize_artifact(src, out, recipe, calib=calib, force=force, log=lambda line: click.echo(line, err=True))
     click.echo(f"wrote {out}; check it with: jflow-export verify {out}")
 
 
 def _roles(value: str) -> tuple[str, ...]:
-    """--keep-float's comma list ("none": empty); quantize_artifact checks the names."""
+    """--keep-float's comma list ("none": empty); QuantRecipe checks the names."""
     return () if value.strip() == "none" else tuple(r.strip() for r in value.split(",") if r.strip())
 
 
@@ -172,7 +173,7 @@ def build_command(ctx, artifact, legacy_out, model, precision, target, component
     if has_artifact:  # engines are written into it
         check_writable_dir(out_path, "the artifact folder")
     else:  # exported first
-        check_new_dir(out_path, "the artifact folder", sources=_sources(model))
+        check_new_dir(out_path, "the artifact folder", sources=source_paths(model))
     if timing_cache:
         check_writable_file(timing_cache, "the timing cache", example="timing.cache")
     status = tensorrt_status() if target != "onnxruntime" else None
@@ -212,7 +213,7 @@ def build_command(ctx, artifact, legacy_out, model, precision, target, component
 @click.option("--force", is_flag=True, help=FORCE_HELP)
 def triton_command(artifact, out, engines, variant, instances, max_queue_delay_us, force):
     """Write a Triton Inference Server model repository OUT for ARTIFACT."""
-    from jflow.engines.triton_repo import export_repository
+    from jflow.serving.triton.repository import export_repository
     check_new_dir(out, "the model repository", replace=force, sources=[artifact])  # before the artifact is read
     started = time.perf_counter()
     path = export_repository(artifact, out, engines=engines, variant=variant, instances=instances,
@@ -240,7 +241,7 @@ def verify(artifact, backend, graphs):
 @main.command()
 @click.argument("artifact", type=click.Path())
 @click.argument("prompt")
-@_generation_options
+@generation_options
 @runtime_options
 def generate(artifact, prompt, out, steps, cfg_weight, seed, count, backend, threads, spin, check_files):
     """Text to image with an exported ARTIFACT (no torch needed)."""
@@ -328,7 +329,7 @@ def reference():
 @MODEL_ARGUMENT
 @click.argument("prompt", required=False, metavar="PROMPT")
 @LEGACY_MODEL
-@_generation_options
+@generation_options
 @click.option("--vae", default=None, help="SDXL VAE folder (default: MODEL/vae).")
 @click.pass_context
 def reference_generate(ctx, model, prompt, legacy_model, out, steps, cfg_weight, seed, count, vae):

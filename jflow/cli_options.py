@@ -20,7 +20,7 @@ def _options(*options):
     return apply
 
 
-_generation_options = _options(
+generation_options = _options(
     click.option("-o", "--out", default="out.png", show_default=True, help="PNG file (out-1.png, ... for -n > 1)."),
     click.option("--steps", default=30, show_default=True, type=click.IntRange(1), help="Euler steps of the ODE."),
     click.option("--cfg", "cfg_weight", default=2.0, show_default=True, type=FiniteFloat(0, MAX_CFG_WEIGHT),
@@ -43,7 +43,7 @@ MODEL_ARGUMENT = click.argument("model", required=False, metavar="MODEL")  # a c
 LEGACY_MODEL = click.option("--model", "legacy_model", default=None, hidden=True)
 
 
-def _sources(*paths):
+def source_paths(*paths):
     """The inputs an output folder must stay apart from ('tiny' is built in memory: no folder)."""
     return [p for p in paths if p is not None and p != "tiny"]
 

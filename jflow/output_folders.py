@@ -17,7 +17,7 @@ import stat
 from pathlib import Path
 
 from jflow import __version__
-from jflow.artifact.json_file import parse_json
+from jflow.json_file import parse_json
 from jflow.errors import OutputError
 
 OUTPUT_MARK = ".jflow-output.json"

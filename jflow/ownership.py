@@ -13,7 +13,7 @@ import socket
 import stat
 from pathlib import Path
 
-from jflow.artifact.json_file import read_json
+from jflow.json_file import read_json
 MARKER = ".jflow-owner.json"
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from jflow import fsutil
 from jflow.engines import cache
-from jflow.artifact.manifest import update_manifest
+from jflow.artifact.writer import ArtifactWriter
 from jflow.runtime.image_io import save_images
 
 VICTIM = b"precious"
@@ -52,7 +52,7 @@ def test_engine_cache_write_does_not_follow_a_planted_temp_link(tmp_path, victim
 def test_manifest_update_does_not_follow_a_planted_temp_link(tiny_artifact, tmp_path, victim):
     root = shutil.copytree(tiny_artifact, tmp_path / "art")
     plant(root / f".manifest.json.tmp-{os.getpid()}", victim)  # the name the old writer used
-    update_manifest(root, {"engines": {"onnxruntime": {"graphs": {}}}})
+    ArtifactWriter(root).update({"engines": {"onnxruntime": {"graphs": {}}}})
     assert victim.read_bytes() == VICTIM
     assert json.loads((root / "manifest.json").read_text())["engines"] == {"onnxruntime": {"graphs": {}}}
 

@@ -107,9 +107,9 @@ def test_an_export_never_replaces_or_enters_its_source(tree, tiny_dir, tiny_arti
 
 def test_the_api_keeps_the_same_rules(tree, tiny_ref, tiny_dir, tiny_artifact):
     from jflow.calibration.quantize import quantize_artifact
-    from jflow.engines.triton_repo import export_repository
     from jflow.export.artifact import export_artifact
     from jflow.modeling import load_janusflow, write_tiny_checkpoint
+    from jflow.serving.triton.repository import export_repository
 
     art = shutil.copytree(tiny_artifact, tree / "art")
     art_before = _snapshot(art)

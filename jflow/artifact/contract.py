@@ -7,14 +7,18 @@ missing, mistyped or pointing outside the folder without every command saying so
 
 from __future__ import annotations
 
+import math
 from pathlib import PurePosixPath
 from typing import Any
 
 from jflow.artifact.brief import listing, quoted
-from jflow.artifact.precision import PRECISIONS
+from jflow.artifact.engines import EngineIdentity
+from jflow.artifact.precision import PRECISIONS, QUANTIZED
+from jflow.artifact.sections import Bound, Engines, OrtGraphs, Quantization, TensorRTEngines, TensorRTPlan, Tolerances
 from jflow.errors import JFlowError
 
 REEXPORT = "re-export it with `jflow-export onnx` or copy the whole artifact folder again"
+REBUILD = "rebuild its engines with `jflow-export build DIR` or copy the whole artifact folder again"
 DTYPES = ("float32", "float16", "int64", "int32")
 
 # The graphs the runtime opens, with the tensor names it binds (more inputs/outputs are allowed).
@@ -38,14 +42,15 @@ RANKS = {"pixel_values": 4, "image_embeds": 3, "inputs_embeds": 3, "attention_ma
          "total_sequence_length": 0}
 SIZED_AXES = {"inputs_embeds": (2,), "hidden_states": (2,), "logits": (1,), "kv": (1, 3)}
 
-# Top-level keys and the JSON type each must hold.
+# Top-level keys and the JSON type each must hold. Export also writes special_tokens (the control ids, for
+# people and older readers): nothing reads them (the hashed tokenizer files are the truth), so nothing checks
+# them. The optional sections (engines, tolerances, quantization) are typed below.
 REQUIRED_KEYS: dict[str, type] = {
     "schema_version": int, "jflow_version": str, "precision": str, "precision_policy": list, "model": dict,
     "limits": dict, "graphs": dict, "reference": dict, "tools": dict, "files": dict, "embeddings": dict,
-    "special_tokens": dict, "generation": dict,
+    "generation": dict,
 }
 LIMITS = ("max_batch", "max_context", "max_new_tokens")
-SPECIAL_TOKENS = ("bos", "eos", "pad", "image", "image_start", "image_end", "image_gen")
 EMBEDDINGS = ("embed_tokens", "beg_of_und_embed")
 HOST_FILES = ("tokenizer.json",)  # read by the runtime besides the graphs
 
@@ -77,8 +82,7 @@ def _check_whole(section: dict, where: str, keys: tuple[str, ...], low: int, sou
     bad = [f"{k} is missing" if k not in section else f"{k} is {quoted(section[k])}"
            for k in keys if not _whole(section.get(k), low)]
     if bad:
-        what = "token ids" if where == "special_tokens" else "values"
-        raise ArtifactError(f"{source}: {where}: {'; '.join(bad)}, but its {what} must be whole numbers from {low} "
+        raise ArtifactError(f"{source}: {where}: {'; '.join(bad)}, but its values must be whole numbers from {low} "
                             f"to {MAX_SIZE}; {REEXPORT}")
 
 
@@ -100,7 +104,6 @@ def check_contract(data: dict, source: str) -> None:
     if data["limits"]["max_context"] <= generation["num_gen_tokens"] + 1:
         raise ArtifactError(f"{source}: limits.max_context {data['limits']['max_context']} leaves no room for a "
                             f"prompt before the {generation['num_gen_tokens'] + 1} generation tokens; {REEXPORT}")
-    _check_whole(data["special_tokens"], "special_tokens", SPECIAL_TOKENS, 0, source)
     absent = [g for g in GRAPH_NAMES if g not in data["graphs"]]
     if absent:
         raise ArtifactError(f"{source}: graphs lacks {', '.join(absent)}; the runtime needs all of "
@@ -114,6 +117,10 @@ def check_contract(data: dict, source: str) -> None:
         if not (isinstance(digest, str) and len(digest) == 64):
             raise ArtifactError(f"{source}: files[{quoted(rel)}] is not a sha256 hex digest; {REEXPORT}")
     _check_reference(data["reference"], source)
+    forms_of(data["graphs"], source)
+    read_tolerances(data, source)
+    read_engines(data, source)
+    read_quantization(data, source)
     # Everything the runtime opens must be covered by a hash, or the sha256 check proves nothing.
     unhashed = [p for p in used_paths(data) if p not in data["files"]]
     if unhashed:
@@ -179,8 +186,30 @@ def _check_shapes(name: str, g: dict, where: str) -> None:
                             f"{len(past)} past and {len(present)} present; {REEXPORT}")
 
 
+def disabled_optimizers(entry: dict) -> list[str]:
+    """The ONNX Runtime optimizers a graph entry turns off (quantized graphs: CSE would merge their Q/DQ pairs)."""
+    if "onnxruntime" not in entry:
+        return []
+    return list(entry["onnxruntime"].get("disabled_optimizers", []))
+
+
+def forms_of(graphs: dict, source: str = "manifest.json") -> dict[str, str]:
+    """{form: the graph it is a form of}: llm_ort is ONNX Runtime's form of llm (same weights, fused attention)."""
+    forms = {name: g["form_of"] for name, g in graphs.items() if "form_of" in g}
+    for form, base in forms.items():
+        if not isinstance(base, str) or base == form or base not in graphs or base in forms:
+            raise ArtifactError(f"{source}: graphs[{quoted(form)}].form_of is {quoted(base)}, but it must name "
+                                f"another graph of the artifact that is no form itself; {REEXPORT}")
+    return forms
+
+
+def reference_files(ref: dict) -> tuple[dict[str, str], dict[str, str]]:
+    """(graph -> npz, end-to-end case -> npz) of the manifest's reference section; either may be absent."""
+    return ref.get("graphs", {}), ref.get("end_to_end", {})
+
+
 def _check_reference(ref: dict, source: str) -> None:
-    graphs, e2e = ref.get("graphs", {}), ref.get("end_to_end", {})
+    graphs, e2e = reference_files(ref)
     if not isinstance(graphs, dict) or not isinstance(e2e, dict):
         raise ArtifactError(f"{source}: reference.graphs and reference.end_to_end must be objects; {REEXPORT}")
     for key, rel in {**graphs, **e2e}.items():
@@ -192,5 +221,124 @@ def used_paths(data: dict) -> list[str]:
     ref = data["reference"]
     paths = [g["file"] for g in data["graphs"].values()]
     paths += [data["embeddings"][k] for k in EMBEDDINGS] + list(HOST_FILES)
-    paths += list(ref.get("graphs", {}).values()) + list(ref.get("end_to_end", {}).values())
+    graphs, e2e = reference_files(ref)
+    paths += list(graphs.values()) + list(e2e.values())
     return list(dict.fromkeys(paths))
+
+
+# ---- the optional sections, as types (jflow.artifact.sections) ---------------------------------------------
+def _object(value: Any, where: str, source: str, fix: str = REEXPORT) -> dict:
+    if not isinstance(value, dict):
+        raise ArtifactError(f"{source}: {where} must be an object, got {quoted(value)}; {fix}")
+    return value
+
+
+def _text(value: Any, where: str, source: str, fix: str = REEXPORT) -> str:
+    if not isinstance(value, str):
+        raise ArtifactError(f"{source}: {where} must be a string, got {quoted(value)}; {fix}")
+    return value
+
+
+def _bound(value: Any, where: str, source: str) -> Bound:
+    rel_l2, cosine = (value.get(k) if isinstance(value, dict) else None for k in ("rel_l2", "cosine"))
+    if not (_number(rel_l2) and rel_l2 >= 0 and _number(cosine) and -1 <= cosine <= 1):
+        raise ArtifactError(f"{source}: {where} must hold rel_l2 >= 0 and cosine in [-1, 1], got {quoted(value)}; "
+                            f"{REEXPORT}")
+    return Bound(float(rel_l2), float(cosine))
+
+
+def _number(value: Any) -> bool:
+    """A finite JSON number (an int as large as 10**400 is no bound, and would not even convert to float)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_SIZE
+
+
+def read_tolerances(data: dict, source: str) -> Tolerances:
+    """The tolerances section: a bound per precision, and measured bounds per graph under "overrides"."""
+    if "tolerances" not in data:
+        return Tolerances()
+    stated = _object(data["tolerances"], "tolerances", source)
+    unknown = [k for k in stated if k not in PRECISIONS and k != "overrides"]
+    if unknown:
+        raise ArtifactError(f"{source}: tolerances has unknown key(s) {listing(map(quoted, unknown))}; it holds a bound "
+                            f"per precision ({', '.join(PRECISIONS)}) and overrides; {REEXPORT}")
+    overrides = _object(stated.get("overrides", {}), "tolerances.overrides", source)
+    return Tolerances({p: _bound(stated[p], f"tolerances.{p}", source) for p in PRECISIONS if p in stated},
+                      {g: _bound(b, f"tolerances.overrides[{quoted(g)}]", source) for g, b in overrides.items()})
+
+
+def read_engines(data: dict, source: str) -> Engines:
+    """The engines section `jflow-export build` writes: ORT-optimized graphs and TensorRT plans."""
+    if "engines" not in data:
+        return Engines()
+    section = _object(data["engines"], "engines", source, REBUILD)
+    unknown = [k for k in section if k not in ("onnxruntime", "tensorrt")]
+    if unknown:
+        raise ArtifactError(f"{source}: engines has unknown target(s) {listing(map(quoted, unknown))}; the targets "
+                            f"are onnxruntime and tensorrt; {REBUILD}")
+    ort = trt = None
+    if "onnxruntime" in section:
+        where = "engines.onnxruntime"
+        s = _object(section["onnxruntime"], where, source, REBUILD)
+        files = {name: safe_rel(rel, f"{where}.graphs[{quoted(name)}]", source)
+                 for name, rel in _built_graphs(s, where, data, source).items()}
+        ort = OrtGraphs(_text(s.get("onnxruntime_version", ""), f"{where}.onnxruntime_version", source, REBUILD),
+                        _text(s.get("level", ""), f"{where}.level", source, REBUILD), files)
+    if "tensorrt" in section:
+        where = "engines.tensorrt"
+        s = _object(section["tensorrt"], where, source, REBUILD)
+        identity = EngineIdentity(*(_text(s.get(k), f"{where}.{k}", source, REBUILD)
+                                    for k in ("tensorrt_version", "gpu_name", "compute_capability")))
+        plans = {name: _plan(entry, f"{where}.graphs[{quoted(name)}]", source)
+                 for name, entry in _built_graphs(s, where, data, source).items()}
+        trt = TensorRTEngines(identity, plans)
+    return Engines(ort, trt)
+
+
+def _built_graphs(section: dict, where: str, data: dict, source: str) -> dict:
+    graphs = _object(section.get("graphs"), f"{where}.graphs", source, REBUILD)
+    unknown = [n for n in graphs if n not in data["graphs"]]
+    if unknown:
+        raise ArtifactError(f"{source}: {where}.graphs names {listing(map(quoted, unknown))}, which the artifact does "
+                            f"not have; {REBUILD}")
+    return graphs
+
+
+def _plan(entry: Any, where: str, source: str) -> TensorRTPlan:
+    entry = _object(entry, where, source, REBUILD)
+    profiles = entry.get("profiles")
+    good = isinstance(profiles, list) and profiles and all(
+        isinstance(p, dict) and isinstance(p.get("name"), str) and isinstance(p.get("shapes"), dict)
+        and all(isinstance(s, list) and len(s) == 3 and all(isinstance(d, list) and all(_whole(x, 0) for x in d)
+                                                             for d in s) for s in p["shapes"].values())
+        for p in profiles)
+    if not good:
+        raise ArtifactError(f"{source}: {where}.profiles must be a list of {{name, shapes: {{input: [min, opt, max] "
+                            f"shapes}}}}, got {quoted(profiles)}; {REBUILD}")
+    return TensorRTPlan(safe_rel(entry.get("plan"), f"{where}.plan", source), _text(entry.get("key"), f"{where}.key",
+                                                                                    source, REBUILD), profiles)
+
+
+def read_quantization(data: dict, source: str) -> Quantization | None:
+    """The quantization section `jflow-export quantize` writes (None for an exported artifact)."""
+    if "quantization" not in data:
+        return None
+    q = _object(data["quantization"], "quantization", source)
+    if data["precision"] not in QUANTIZED:
+        raise ArtifactError(f"{source}: a {data['precision']} artifact states a quantization; only "
+                            f"{' and '.join(QUANTIZED)} artifacts are quantized; {REEXPORT}")
+    origin = _object(q.get("from"), "quantization.from", source)
+    graphs = _object(q.get("graphs"), "quantization.graphs", source)
+    for name, precision in graphs.items():
+        entry = data["graphs"].get(name)
+        stated = entry.get("precision", data["precision"]) if isinstance(entry, dict) else None
+        if precision not in QUANTIZED or stated != precision:
+            raise ArtifactError(f"{source}: quantization.graphs[{quoted(name)}] is {quoted(precision)}, but the graph "
+                                f"{'is ' + quoted(stated) if stated else 'is not in the artifact'}; {REEXPORT}")
+    measured = _object(q.get("measured", {}), "quantization.measured", source)
+    return Quantization(_text(origin.get("precision"), "quantization.from.precision", source),
+                        _text(origin.get("manifest_sha256"), "quantization.from.manifest_sha256", source),
+                        dict(graphs),
+                        {g: _bound(b, f"quantization.measured[{quoted(g)}]", source) for g, b in measured.items()},
+                        {k: v for k, v in q.items() if k not in ("from", "graphs", "measured")})

@@ -1,4 +1,4 @@
-"""The artifact manifest: its one reader (`Manifest.load`) and its one writer (`write_manifest`). Stdlib only.
+"""The artifact manifest and its one reader, `Manifest.load` (the one writer is `jflow.artifact.writer`). Stdlib only.
 
 An artifact is one plain folder DIR with DIR/manifest.json, which names the model config, the graphs
 (file, input/output names, dtypes, shapes, dynamic ranges), the precision and its policy, the reference
@@ -7,13 +7,19 @@ the runtime's contract (`jflow.artifact.contract`) and every file: by its sha256
 check, by a verified stamp (size, mtime, ctime, inode of each file, tied to this manifest's own hash) so
 a start-up does not re-read gigabytes; a changed file is hashed again. Symbolic links are refused: an
 artifact is a plain folder, and a link could make the runtime read (or a build write) outside it.
+
+The optional sections are read typed (`engines`, `tolerances`, `quantization`, `forms`), built by the
+same contract functions that checked them at load: what is validated is what is read.
+
+Schema: version 2 since the first public artifacts. Manifests written before the typed reader (same
+version, same keys) load and verify unchanged; a manifest of another version is refused with one line
+saying to re-export.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,86 +28,18 @@ from typing import Any
 from jflow import __version__ as JFLOW_VERSION
 from jflow.artifact import stamp
 from jflow.artifact.brief import listing
-from jflow.artifact.contract import REEXPORT, REQUIRED_KEYS, ArtifactError, check_contract, safe_rel
-from jflow.artifact.json_file import BadJSON, parse_json, read_bounded
-from jflow.fsutil import atomic_write_bytes
+from jflow.artifact.contract import (REEXPORT, REQUIRED_KEYS, ArtifactError, check_contract, forms_of, read_engines,
+                                     read_quantization, read_tolerances, reference_files, safe_rel)
+from jflow.artifact.files import MANIFEST_NAME, links_under, sha256_file
+from jflow.artifact.sections import Engines, Quantization, Tolerances
+from jflow.artifact.spec import GraphSpec
+from jflow.json_file import BadJSON, parse_json, read_bounded
 
 SCHEMA_VERSION = 2
-MANIFEST_NAME = "manifest.json"
 CHECKS = ("stamp", "full", "none")
 SHOWN_PROBLEMS = 10  # lines of a failed integrity check; the rest is counted
-_CHUNK = 1 << 20  # hash files in 1 MiB chunks: multi-GB weight files never sit in memory
 
-__all__ = ["ArtifactError", "Manifest", "MANIFEST_NAME", "SCHEMA_VERSION", "file_hashes", "sha256_file",
-           "write_manifest"]
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of one file, streamed in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _links_under(root: Path, rel: str) -> str | None:
-    """The first symbolic link on the way from `root` to `rel` (the member included), or None."""
-    here = root
-    for part in Path(rel).parts:
-        here = here / part
-        if here.is_symlink():
-            return here.relative_to(root).as_posix()
-    return None
-
-
-def member_dir(root: str | Path, rel: str) -> Path:
-    """root/rel as a folder that writers may fill: refused when it, or anything on the way to it, is a
-    symbolic link (a build would write outside the artifact). Created when missing."""
-    root = Path(root)
-    link = _links_under(root, safe_rel(rel, "output folder"))
-    if link is not None:
-        raise ArtifactError(f"{root}: {link} is a symbolic link; an artifact is a plain folder, so nothing is "
-                            f"written through it. Remove the link (and copy real files in) before building")
-    folder = root / rel
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def _members(root: Path):
-    """(relative path, path) of every file under `root` but manifest.json and hidden entries (the temporary
-    files and folders of writes in progress or killed); a symbolic link anywhere is refused."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        for name in dirnames + filenames:
-            if (here / name).is_symlink() and not name.startswith("."):
-                rel = (here / name).relative_to(root).as_posix()
-                raise ArtifactError(f"{root}: {rel} is a symbolic link; an artifact is a plain folder, so copy the "
-                                    "file into it instead of linking")
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            rel = (here / name).relative_to(root).as_posix()
-            if rel != MANIFEST_NAME and not name.startswith("."):
-                yield rel, here / name
-
-
-def file_hashes(root: str | Path) -> dict[str, str]:
-    """{relative posix path: sha256} of every member file under `root` (see `_members`), sorted by path."""
-    return {rel: sha256_file(path) for rel, path in sorted(_members(Path(root)))}
-
-
-def write_manifest(root: str | Path, data: dict[str, Any]) -> dict[str, Any]:
-    """Hash every file under `root`, then write root/manifest.json atomically (temp file + rename).
-    Returns the data written. The manifest is written last: a folder without one is not an artifact."""
-    root = Path(root)
-    data = {"schema_version": SCHEMA_VERSION, "jflow_version": JFLOW_VERSION, **data, "files": file_hashes(root)}
-    check_contract(data, f"{root}/{MANIFEST_NAME} (being written)")
-    _replace_manifest(root, data)
-    return data
-
-
-def _replace_manifest(root: Path, data: dict) -> None:
-    atomic_write_bytes(root / MANIFEST_NAME, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+__all__ = ["ArtifactError", "Manifest", "MANIFEST_NAME", "SCHEMA_VERSION", "sha256_file"]
 
 
 @dataclass
@@ -120,14 +58,20 @@ class Manifest:
 
     # ---- loading -------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, dir: str | Path, check_files: bool | str = True) -> "Manifest":
+    def load(cls, dir: "str | Path | Manifest", check_files: bool | str = True) -> "Manifest":
         """Read DIR/manifest.json, check its schema and contract, then its files.
 
         check_files: "stamp" (True) hashes only files that changed since the last full check, "full"
-        hashes every file, "none" (False) checks nothing on disk."""
+        hashes every file, "none" (False) checks nothing on disk. `dir` may also be a Manifest a writer
+        drafted and has not written yet (`ArtifactWriter.draft`): its files are checked the same way, so
+        `quantize` verifies what it is about to write before writing it."""
         mode = {True: "stamp", False: "none"}.get(check_files, check_files)
         if mode not in CHECKS:
             raise ValueError(f"check_files must be one of {CHECKS}, got {check_files!r}")
+        if isinstance(dir, Manifest):
+            if mode != "none":
+                dir.check_files(full=mode == "full")
+            return dir
         root = Path(dir)
         if not root.is_dir():
             what = "is a file, not a folder" if root.exists() else "does not exist"
@@ -170,6 +114,10 @@ class Manifest:
         check_contract(data, source)
         return cls(root=Path(root), data=data)
 
+    def to_bytes(self) -> bytes:
+        """manifest.json as the writer writes it (its sha256 is `digest`)."""
+        return (json.dumps(self.data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
     # ---- integrity -----------------------------------------------------------------------------------
     def file_problems(self, full: bool = True) -> list[str]:
         """One line per listed file that is missing, a link, or whose sha256 differs (empty when intact).
@@ -178,7 +126,7 @@ class Manifest:
         problems, seen = [], {}
         for rel, digest in self.files.items():
             p = self.root / rel
-            link = _links_under(self.root, rel)
+            link = links_under(self.root, rel)
             if link is not None:
                 problems.append(f"{rel}: {link} is a symbolic link (an artifact is a plain folder)")
                 continue
@@ -204,7 +152,7 @@ class Manifest:
         path = self.root / rel
         try:
             now = stamp.identity(path)
-            same = _links_under(self.root, rel) is None and sha256_file(path) == self.files[rel].lower()
+            same = links_under(self.root, rel) is None and sha256_file(path) == self.files[rel].lower()
             return now if same and stamp.identity(path) == now else None
         except OSError:
             return None
@@ -242,26 +190,47 @@ class Manifest:
 
     def reference_path(self, name: str) -> Path | None:
         """Absolute path of a graph's (or an end-to-end case's) reference npz, or None when there is none."""
-        ref = self.reference
-        rel = ref.get("graphs", {}).get(name) or ref.get("end_to_end", {}).get(name)
+        graphs, cases = reference_files(self.reference)
+        rel = graphs.get(name) or cases.get(name)
         return None if rel is None else self.path(rel)
+
+    def spec(self, name: str) -> GraphSpec:
+        """One graph's contract as the spec dataclass export wrote it from."""
+        return GraphSpec.from_manifest(name, self.graph(name))
+
+    # ---- the typed sections: built by the contract's own readers, from the data as it is now -------------
+    @property
+    def source(self) -> str:
+        return f"{self.root}/{MANIFEST_NAME}"
+
+    @property
+    def engines(self) -> Engines:
+        """What `jflow-export build` added (Engines(None, None) before any build)."""
+        return read_engines(self.data, self.source)
+
+    @property
+    def tolerances(self) -> Tolerances:
+        return read_tolerances(self.data, self.source)
+
+    @property
+    def quantization(self) -> Quantization | None:
+        return read_quantization(self.data, self.source)
+
+    @property
+    def forms(self) -> dict[str, str]:
+        """{form: graph}: llm_ort -> llm (another form of the same graph, over the same weights)."""
+        return forms_of(self.graphs, self.source)
+
+    def form_of(self, name: str) -> str | None:
+        """The graph that `name` is a form of, or None for a graph of its own."""
+        return self.forms.get(name)
+
+    def tolerance(self, group: str) -> dict[str, float]:
+        """verify's bound for a graph or an end-to-end case ("e2e:generation"), as {"rel_l2", "cosine"}."""
+        precision = self.graph_precision(group) if group in self.graphs else self.precision
+        return self.tolerances.for_graph(group, precision).as_dict()
 
     def io(self, name: str, side: str = "inputs") -> dict[str, dict]:
         """{tensor name: entry} of one graph's inputs or outputs."""
         return {t["name"]: t for t in self.graph(name)[side]}
 
-
-def update_manifest(root: str | Path, changes: dict[str, Any], rehash: list[str] = ()) -> dict[str, Any]:
-    """Apply top-level `changes` to DIR/manifest.json, hash the files in `rehash` and any file not yet
-    listed (engines a build added), and replace the manifest atomically. The rest is not re-read."""
-    root = Path(root)
-    data = dict(Manifest.load(root, check_files=False).data)
-    data.update(changes)
-    files = dict(data["files"])
-    for rel, path in _members(root):
-        if rel not in files or rel in rehash:
-            files[rel] = sha256_file(path)
-    data["files"] = dict(sorted(files.items()))
-    check_contract(data, f"{root}/{MANIFEST_NAME} (being updated)")
-    _replace_manifest(root, data)
-    return data

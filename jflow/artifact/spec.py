@@ -1,7 +1,8 @@
 """Graph contracts: names, dtypes, symbolic shapes and dynamic ranges of every exported graph.
 
-These are part of the artifact (written to the manifest, read by the runtime and, later, by the
-TensorRT profile builder), so they are declared once here and tested.
+These are part of the artifact (written to the manifest, read by the runtime and by the TensorRT profile
+builder), so they are declared once here and tested: export writes them with `to_manifest` / `to_dict`, and
+a reader gets the same dataclasses back with `from_manifest` / `from_dict` (`Manifest.spec`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ class Limits:
     def to_dict(self) -> dict:
         return {"max_batch": self.max_batch, "max_context": self.max_context, "max_new_tokens": self.max_new_tokens}
 
+    @classmethod
+    def from_dict(cls, limits: dict) -> "Limits":
+        """A manifest's limits (the contract has checked they are whole numbers)."""
+        return cls(limits["max_batch"], limits["max_context"], limits["max_new_tokens"])
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -37,6 +43,10 @@ class TensorSpec:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, entry: dict) -> "TensorSpec":
+        return cls(entry["name"], entry["dtype"], tuple(entry["shape"]))
 
 
 @dataclass(frozen=True)
@@ -58,3 +68,10 @@ class GraphSpec:
         return {"file": file, "inputs": [t.to_dict() for t in self.inputs],
                 "outputs": [t.to_dict() for t in self.outputs],
                 "ranges": {axis: {"min": lo, "opt": opt, "max": hi} for axis, (lo, opt, hi) in self.ranges.items()}}
+
+    @classmethod
+    def from_manifest(cls, name: str, entry: dict) -> "GraphSpec":
+        """The spec a manifest's graph entry was written from (its file and precision are the entry's own)."""
+        return cls(name, tuple(TensorSpec.from_dict(t) for t in entry["inputs"]),
+                   tuple(TensorSpec.from_dict(t) for t in entry["outputs"]),
+                   {axis: (r["min"], r["opt"], r["max"]) for axis, r in entry.get("ranges", {}).items()})

@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 from jflow.artifact import cache_dir
-from jflow.artifact.json_file import read_json
+from jflow.json_file import read_json
 from jflow.errors import JFlowError
 from jflow.fsutil import atomic_write_bytes
 

@@ -1,7 +1,7 @@
 """Calibration samples: the inputs our own runtime feeds each graph on real requests, written to disk.
 
-The fp32 artifact runs the calibration set through `Pipeline`, with a backend that records the feeds of
-chosen calls: for every prompt, the prompt prefill and ODE steps spread over the whole 30-step
+The fp32 artifact runs the calibration set through `Pipeline`, with a hook (`Recorder`) that records the
+feeds of chosen calls: for every prompt, the prompt prefill and ODE steps spread over the whole 30-step
 trajectory (t from noise to image); for every question, SigLIP, the prefill and a few decode
 positions. Each generation runs once, on one LLM form (`calibrated_form`: the ORT form where the artifact
 has it); the other form computes the same values at the same GEMMs and takes its ranges by weight
@@ -16,6 +16,7 @@ import hashlib
 import json
 import shutil
 from collections import defaultdict
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -23,12 +24,14 @@ import numpy as np
 
 from jflow.calibration.data import CalibrationSet
 from jflow.fsutil import staged_dir
+from jflow.runtime.backends import Hook
 
 DONE = "complete.json"
 
 
-class Recorder:
-    """Which calls of a request become samples (by their index within the request), and where they go."""
+class Recorder(Hook):
+    """A hook that saves the feeds of chosen graph calls of a request as samples (chosen by each call's
+    index within the request, per graph), one npz per call under `folder/<graph>`."""
 
     def __init__(self, folder: Path):
         self.folder, self.select = folder, lambda name, index: False
@@ -38,13 +41,17 @@ class Recorder:
     def begin(self, select: Callable[[str, int], bool]) -> None:
         self.select, self.index = select, defaultdict(int)
 
-    def __call__(self, name: str, feeds: dict, download) -> None:
+    def call(self, runner, feeds: dict):
+        name = runner.name
         index = self.index[name]
         self.index[name] += 1
-        if not self.select(name, index):
-            return
-        # np.array, not ascontiguousarray: a 0-d input stays 0-d
-        arrays = {k: np.array(v if isinstance(v, np.ndarray) else download(v)) for k, v in feeds.items()}
+        if self.select(name, index):
+            self.save(name, {k: v if isinstance(v, np.ndarray) else runner.backend.download(v)
+                             for k, v in feeds.items()})
+        return nullcontext()
+
+    def save(self, name: str, feeds: dict) -> None:
+        arrays = {k: np.array(v) for k, v in feeds.items()}  # np.array, not ascontiguousarray: 0-d stays 0-d
         if name == "llm_ort":
             arrays = compact_cache(arrays)
         (self.folder / name).mkdir(parents=True, exist_ok=True)
@@ -119,42 +126,6 @@ def expand_cache(feeds: dict) -> dict:
     return out
 
 
-class _RecordingRunner:
-    def __init__(self, inner, record, download):
-        self.inner, self.record, self.download, self.name = inner, record, download, inner.name
-
-    def activate(self):
-        self.inner.activate()
-
-    def deactivate(self):
-        self.inner.deactivate()
-
-    def infer(self, feeds, outputs=None):
-        self.record(self.name, feeds, self.download)
-        return self.inner.infer(feeds, outputs)
-
-    def prepare(self, feeds, outputs):
-        return self.inner.prepare(feeds, outputs), dict(feeds)
-
-    def run(self, prepared):
-        self.record(self.name, prepared[1], self.download)
-        return self.inner.run(prepared[0])
-
-
-class RecordingBackend:
-    """A backend whose runners hand every call's feeds to `record` before running it."""
-
-    def __init__(self, inner, record: Recorder):
-        self.inner, self.record = inner, record
-        self.name, self.device = inner.name, inner.device
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def runner(self, name, path, entry):
-        return _RecordingRunner(self.inner.runner(name, path, entry), self.record, self.inner.download)
-
-
 def trajectory_steps(steps: int, count: int = 6) -> set[int]:
     """ODE steps to sample, spread over the whole t range (the first and the last included)."""
     return set(np.linspace(0, steps - 1, min(count, steps)).round().astype(int).tolist())
@@ -185,14 +156,12 @@ def calibrated_form(manifest) -> str:
 
 
 def _collect(artifact, cset, folder, steps, positions, log) -> dict:
-    from jflow.runtime.llm_runner import llm_runner
+    from jflow.artifact.manifest import Manifest
     from jflow.runtime.pipeline import Pipeline
     recorder = Recorder(folder)
     keep = trajectory_steps(steps)
-    with Pipeline.load(artifact, check_files=False) as pipe:
-        pipe.backend = RecordingBackend(pipe.backend, recorder)
-        llm = calibrated_form(pipe.manifest)
-        pipe.llm = llm_runner(pipe.backend, pipe.manifest, "onnxruntime" if llm == "llm_ort" else "portable")
+    llm = calibrated_form(Manifest.load(artifact, check_files=False))
+    with Pipeline.load(artifact, check_files=False, llm_form=llm, hooks=[recorder]) as pipe:
         for i, prompt in enumerate(cset.prompts):
             log(f"calibration: generation {i + 1}/{len(cset.prompts)}, {steps} steps")
 
@@ -205,8 +174,7 @@ def _collect(artifact, cset, folder, steps, positions, log) -> dict:
         for i, (question, photo) in enumerate(zip(cset.questions, cset.photos)):
             log(f"calibration: question {i + 1}/{len(cset.questions)} about {photo.name}")
             recorder.begin(lambda name, index: (name == llm and (index == 0 or index in positions)) or name == "siglip")
-            for _ in pipe._decode([str(photo)], [question], max(positions) + 1, 0.0, 1.0, None):
-                pass
+            pipe.answer_tokens(str(photo), question, max_new_tokens=max(positions) + 1)  # greedy
     return dict(recorder.count)
 
 

@@ -35,10 +35,11 @@ class Graph:
     nodes: dict = field(default_factory=dict)        # node name -> node
 
 
-def open_graph(source: Path, name: str, keep_float=(), exclude=()) -> Graph:
+def open_graph(source: Path, name: str, keep_float=(), exclude=(), known: dict | None = None) -> Graph:
+    """`known`: weight digests by where the weight lies, shared by the graphs opened with it (Tensors)."""
     import onnx
     model = onnx.load(str(source), load_external_data=False)
-    tensors = Tensors(model, source.parent)
+    tensors = Tensors(model, source.parent, known)
     llm = name in LLM_FORMS
     if llm:
         pack_siblings(model, tensors)  # quantize the packed graph (see pack_siblings)
@@ -64,7 +65,9 @@ def gemm_keys(graph: Graph) -> dict[str, str]:
 
 def measure_llm(graph: Graph, samples: Path, method: str, alpha: float | None) -> dict:
     """The calibrated LLM form's ranges: {"ranges": weight digest -> range of the GEMM's input (smoothed
-    where smoothing will be folded in), "maxima": weight digest -> channel maxima (for smooth)}."""
+    where smoothing will be folded in), "maxima": weight digest -> channel maxima, "scales": weight digest ->
+    the smoothing scales s (computed once from the weights as they were: the other form reads no weight
+    again to find them)}."""
     keys = gemm_keys(graph)
     pairs = {p.matmul: p for p in find_pairs(graph.model)} if alpha else {}
     smoothed = [p for m, p in pairs.items() if m not in graph.kept]
@@ -74,6 +77,7 @@ def measure_llm(graph: Graph, samples: Path, method: str, alpha: float | None) -
                     channels=[p.tensor for p in smoothed], method=method)
     maxima = {graph.tensors.digest(p.weight): first.channels[p.tensor] for p in smoothed}
     s = smoothing_scales(graph.model, maxima, alpha, skip=set(graph.kept), tensors=graph.tensors) if alpha else {}
+    by_weight = {graph.tensors.digest(pairs[m].weight): v for m, v in s.items()}
     divide = {pairs[m].tensor: v for m, v in s.items()}
     if histogram and smoothed:  # histograms of x / s cannot be derived from those of x: a second pass
         ranges = observe(graph.source, samples, tensors=inputs, method=method, divide=divide).ranges
@@ -86,16 +90,17 @@ def measure_llm(graph: Graph, samples: Path, method: str, alpha: float | None) -
         if key in found:  # the same weight twice: the wider range serves both
             lo, hi = min(lo, found[key][0]), max(hi, found[key][1])
         found[key] = (lo, hi)
-    return {"ranges": found, "maxima": maxima}
+    return {"ranges": found, "maxima": maxima, "scales": by_weight}
 
 
 def smooth_and_find(graph: Graph, measured: dict, alpha: float | None) -> tuple[int, dict[str, tuple]]:
     """Fold the smoothing into an LLM form's weights and give each GEMM input its measured range (by the
     weight's digest, from measure_llm). Returns (GEMMs smoothed, input tensor -> range)."""
-    keys = gemm_keys(graph)
+    keys = gemm_keys(graph)  # digests of the weights as they are, before the fold changes them
     smoothed = 0
     if alpha:
-        s = smoothing_scales(graph.model, measured["maxima"], alpha, skip=set(graph.kept), tensors=graph.tensors)
+        s = {p.matmul: measured["scales"][graph.tensors.digest(p.weight)] for p in find_pairs(graph.model)
+             if p.matmul not in graph.kept and graph.tensors.digest(p.weight) in measured["scales"]}
         smoothed = fold_scales(graph.model, s, graph.tensors)
     ranges = {}
     for g, key in keys.items():

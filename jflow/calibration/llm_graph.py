@@ -33,8 +33,10 @@ def pack_siblings(model, tensors: Tensors | None = None) -> int:
         widths = [inits[n.input[1]].dims[1] for n in group]
         parts = [tensors.reader(n.input[1]) for n in group]
         name, data_type = f"{group[0].name}.packed", inits[group[0].input[1]].data_type
+        places = tuple(tensors.places.get(n.input[1]) for n in group)
         tensors.derive(f"{name}.weight", lambda parts=parts: np.concatenate([p() for p in parts], axis=1), data_type,
-                       [inits[group[0].input[1]].dims[0], sum(widths)])
+                       [inits[group[0].input[1]].dims[0], sum(widths)],
+                       made_from=("concat", places) if all(places) else None)
         tensors.derive(f"{name}.split", lambda widths=widths: np.array(widths, np.int64), TensorProto.INT64,
                        [len(widths)])
         model.graph.value_info.append(helper.make_tensor_value_info(f"{name}/out", data_type, None))  # typed

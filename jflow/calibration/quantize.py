@@ -32,15 +32,16 @@ from typing import Callable
 
 import numpy as np
 
-from jflow.artifact.manifest import Manifest, write_manifest
-from jflow.artifact.precision import QUANTIZED, TOLERANCES
-from jflow.calibration import KEEP_FLOAT, METHODS, SMOOTH_ALPHA
+from jflow.artifact.manifest import Manifest
+from jflow.artifact.writer import ArtifactWriter
+from jflow.artifact.precision import TOLERANCES
 from jflow.calibration.collect import calibrated_form, collect_samples
 from jflow.calibration.data import calibration_set
 from jflow.calibration.gemms import LLM_FORMS, check_ranges, graph_ranges, measure_llm, open_graph, smooth_and_find
-from jflow.calibration.llm_graph import FLOAT_GEMMS, ROLES, drop_unused_initializers, pack_siblings
+from jflow.calibration.llm_graph import ROLES, drop_unused_initializers, pack_siblings
 from jflow.calibration.qdq import write_int4, write_int8
 from jflow.calibration.ranges import activation_scale
+from jflow.calibration.recipe import QuantRecipe
 from jflow.calibration.tensors import Tensors
 from jflow.errors import InputError
 from jflow.fsutil import check_new_dir, partial_prefix, staged_dir
@@ -59,22 +60,19 @@ def plan(precision: str) -> dict[str, str]:
     return out
 
 
-def quantize_artifact(src: str | Path, out: str | Path, precision: str, calib: str | Path | None = None,
-                      samples: int = 8, method: str = "minmax", block_size: int = 32, steps: int = 30,
-                      smooth: float = SMOOTH_ALPHA, keep_float: tuple[str, ...] = KEEP_FLOAT,
-                      cache: str | Path | None = None, force: bool = False, log: Callable[[str], None] = print) -> Path:
-    """Quantize the fp32 artifact `src` into a new artifact `out`; checks every argument before any work."""
-    if precision not in QUANTIZED:
-        raise InputError(f"--precision must be one of {', '.join(QUANTIZED)}, got {precision!r}")
-    if method not in METHODS:
-        raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    if not isinstance(block_size, int) or block_size < 16 or block_size & (block_size - 1):
-        raise InputError(f"--block-size must be a power of two >= 16, got {block_size!r}")
-    if not isinstance(smooth, (int, float)) or not 0 <= smooth < 1:
-        raise InputError(f"--smooth must be a migration strength in [0, 1) (0: off), got {smooth!r}")
-    if isinstance(keep_float, str) or not set(keep_float) <= set(FLOAT_GEMMS):
-        raise InputError(f"--keep-float takes roles among {', '.join(FLOAT_GEMMS)} (comma-separated) or none, "
-                         f"got {keep_float!r}")
+def quantize_artifact(src: str | Path, out: str | Path, recipe: QuantRecipe | str, calib: str | Path | None = None,
+                      cache: str | Path | None = None, force: bool = False, log: Callable[[str], None] = print,
+                      **settings) -> Path:
+    """Quantize the fp32 artifact `src` into a new artifact `out` by `recipe`: a QuantRecipe, or a precision with
+    any other recipe field as a keyword (samples=2, method="percentile", ...). Checks every argument before any work."""
+    recipe = QuantRecipe.of(recipe, **settings)
+    if recipe.exclude:
+        raise InputError("a quantized artifact keeps GEMMs float by role (keep_float, stated in its manifest); "
+                         "exclude (node names) is for one-graph studies: quantize_graph_int8 / quantize_llm_int4")
+    # The recipe's fields under the names the steps below use.
+    precision, method, block_size, smooth, keep_float = (recipe.precision, recipe.method, recipe.block_size,
+                                                         recipe.smooth, recipe.keep_float)
+    samples, steps = recipe.samples, recipe.steps
     m = Manifest.load(src)
     if m.precision != "fp32":
         raise InputError(f"{src} is a {m.precision} artifact; quantize reads an fp32 one (export it with "
@@ -85,7 +83,7 @@ def quantize_artifact(src: str | Path, out: str | Path, precision: str, calib: s
                          "read weights from hard-linked files: quantize a real copy (cp -r, not cp -al or ln)")
     cset = calibration_set(samples, calib)
     out = check_new_dir(out, "the quantized artifact folder", replace=force, sources=[src])  # never over its source
-    cache = Path(cache) if cache else _cache_dir()
+    cache = Path(cache) if cache else calibration_cache_dir()
     _remove_stale_partials(out, log)  # every check passed: the first line says what a killed run left
     started = time.perf_counter()
     with quiet_onnxruntime():
@@ -104,11 +102,11 @@ def quantize_artifact(src: str | Path, out: str | Path, precision: str, calib: s
                 dest = tmp / m.graph(name)["file"]
                 shared = tmp / m.graph("llm")["file"] if name == "llm_ort" and "llm" in targets else None
                 if target == "int4":
-                    report["shared"] = _int4(m.graph_path(name), dest, block_size, shared=shared)
+                    report["shared"] = quantize_llm_int4(m.graph_path(name), dest, recipe, shared=shared)
                 else:
                     calibrated = calibrated_form(m) if name in LLM_FORMS else name
-                    kept = _int8(m, name, dest, folder / calibrated, method, smoothing=smoothing,
-                                 keep_float=tuple(keep_float), llm=llm, shared=shared, report=report)
+                    kept = quantize_graph_int8(m, name, dest, folder / calibrated, recipe, smoothing=smoothing,
+                                               llm=llm, shared=shared, report=report)
                     if name in LLM_FORMS:
                         float_gemms[name] = kept
                 log(f"  {name:<12} {target} in {time.perf_counter() - begun:5.1f}s")
@@ -116,9 +114,8 @@ def quantize_artifact(src: str | Path, out: str | Path, precision: str, calib: s
                     log(f"  {name} shares {report['shared'] / 2**20:.1f} MiB of weights with llm")
             data = _manifest(m, precision, targets, cset, method, block_size, folder, smoothing,
                              {"roles": [ROLES[r] for r in keep_float], "count": float_gemms})
-            write_manifest(tmp, data)
             begun = time.perf_counter()
-            _measure(tmp, data, log)
+            _measure(ArtifactWriter(tmp), data, log)  # drafts the manifest, verifies the draft, writes it once
             log(f"  verified against fp32 in {time.perf_counter() - begun:5.1f}s")
     log(f"wrote {out} ({precision}) in {time.perf_counter() - started:.0f}s")
     return out
@@ -169,13 +166,18 @@ def _size(n: int) -> str:
 MARGIN = 1.5  # a stated bound is this much looser than the error quantize measured
 
 
-def _measure(root: Path, data: dict, log) -> None:
+def _measure(writer: ArtifactWriter, data: dict, log) -> Manifest:
     """Run every quantized graph and both end-to-end cases against the fp32 reference (what `verify` does)
     and record the errors in the manifest. Where a model quantizes worse than its precision's bound, the
     manifest states that graph's own, measured bound (with a margin) and this says so: `verify` on a
     device then checks the device reproduces what was measured here. Judge the accuracy itself with the
-    report (benchmarks/quant_accuracy.py), not with these bounds."""
-    reports = _verify_in_parts(root)
+    report (benchmarks/quantization/quant_accuracy.py), not with these bounds.
+
+    One verify pass, one write: verify runs on the draft (every file hashed, the contract checked, not yet
+    on disk), and its rows are judged again under the bounds the manifest will state, the way `verify`
+    judges them, before the manifest is written."""
+    draft = writer.draft(data)
+    reports = _verify_in_parts(draft)
     error = next((r.error for r in reports if r.error), None)
     if error:
         raise RuntimeError(f"jflow bug: the quantized artifact does not load: {error}")
@@ -196,12 +198,18 @@ def _measure(root: Path, data: dict, log) -> None:
             log(f"  warning: {group} quantizes worse than the {data['precision']} bound on this model (rel-L2 "
                 f"{worst['rel_l2']:.3g}, cosine {worst['cosine']:.5f} vs fp32); the manifest states its measured "
                 "bound. Check the accuracy on your data before you ship it")
-    data["quantization"]["measured"] = {g: {k: round(v, 6) for k, v in w.items() if k != "passed"}
-                                        for g, w in measured.items()}
-    data["tolerances"] = {**data["tolerances"], "overrides": overrides}
-    write_manifest(root, data)
-    if overrides and not all(r.ok for r in _verify_in_parts(root)):
-        raise RuntimeError("jflow bug: the quantized artifact fails verify with its own measured bounds")
+    final = writer.revise({
+        "quantization": {**data["quantization"], "measured": {g: {k: round(v, 6) for k, v in w.items() if k != "passed"}
+                                                              for g, w in measured.items()}},
+        "tolerances": {**data["tolerances"], "overrides": overrides}}, base=draft)
+    bounds = {group: final.tolerance(group) for group in overrides}  # the groups whose bound changed
+    unmet = [f"{row.graph}.{row.output}" for r in reports for row in r.rows if row.graph in bounds
+             and not (row.rel_l2 is not None and row.nonfinite == 0 and row.rel_l2 <= bounds[row.graph]["rel_l2"]
+                      and row.cosine >= bounds[row.graph]["cosine"])]
+    if unmet:
+        raise RuntimeError(f"jflow bug: the quantized artifact fails verify with its own measured bounds "
+                           f"({', '.join(unmet)})")
+    return writer.write(final)
 
 
 def _verify_in_parts(root: Path) -> list:
@@ -215,7 +223,7 @@ def _verify_in_parts(root: Path) -> list:
     return reports + [verify_artifact(root, graphs=list(E2E))]
 
 
-def _cache_dir() -> Path:
+def calibration_cache_dir() -> Path:
     """$JFLOW_CACHE/calibration, created and writable, or one line naming JFLOW_CACHE (before any work)."""
     from jflow.artifact.cache_dir import writable
     return writable("calibration", "the calibration samples")
@@ -232,26 +240,33 @@ def _copy_unquantized(m: Manifest, tmp: Path, targets: dict) -> None:
         shutil.copy2(m.root / rel, tmp / rel)
 
 
-def _int8(m: Manifest, name: str, target: Path, samples: Path, method: str, exclude: list[str] = (),
-          smoothing: dict | None = None, keep_float: tuple[str, ...] = (), llm: dict | None = None,
-          shared: Path | None = None, report: dict | None = None) -> int:
+def quantize_graph_int8(m: Manifest, name: str, target: Path, samples: Path, recipe: QuantRecipe,
+                        smoothing: dict | None = None, llm: dict | None = None, shared: Path | None = None,
+                        report: dict | None = None) -> int:
     """W8A8 QDQ of graph `name` into `target`, calibrated on `samples` (for an LLM form: the calibrated
-    form's samples, measured once into `llm` and found in either form by weight). LLM forms: packed, then
-    smoothed (`smoothing`, shared by both forms); keep_float names LLM GEMM roles left float
-    (llm_graph.FLOAT_GEMMS, found from the wiring). `shared`: a graph file whose equal weights are referenced.
+    form's samples, measured once into `llm` and found in either form by weight) with the recipe's method.
+    LLM forms: packed, then smoothed (`smoothing`: {alpha, gemms}, shared by both forms; None: off); the
+    recipe's keep_float names LLM GEMM roles left float (llm_graph.FLOAT_GEMMS, found from the wiring), its
+    exclude node names. `shared`: a graph file whose equal weights are referenced.
     Returns how many GEMMs keep_float left float."""
+    method, keep_float, exclude = recipe.method, recipe.keep_float, recipe.exclude
     if not any(samples.glob("*.npz")):
         raise InputError(f"no calibration samples for {name}; the calibration run recorded none (is --samples 0?)")
-    graph = open_graph(m.graph_path(name), name, keep_float, exclude)
+    llm = {} if llm is None else llm
+    # The calibrated LLM form, opened (packed, its weights hashed) to measure the ranges while the other form
+    # was quantized, is kept for its own turn: its 5 GB of weights are not read and hashed a second time.
+    opened, known = llm.pop("opened", None), llm.setdefault("digests", {}) if name in LLM_FORMS else None
+    graph = opened if opened is not None and opened.name == name else open_graph(m.graph_path(name), name,
+                                                                                 keep_float, exclude, known)
     if name in LLM_FORMS:
-        llm = {} if llm is None else llm
         alpha = smoothing["alpha"] if smoothing else None
         if "ranges" not in llm:  # measured on the calibrated form (this one, or opened for it)
             calibrated = calibrated_form(m)
             source = graph if calibrated == name else open_graph(m.graph_path(calibrated), calibrated, keep_float,
-                                                                 exclude)
+                                                                 exclude, known)
             llm.update(measure_llm(source, samples, method, alpha))
-            del source
+            if source is not graph:
+                llm["opened"] = source
         smoothed, ranges = smooth_and_find(graph, llm, alpha)
         if smoothing:
             smoothing["gemms"][name] = smoothed
@@ -265,21 +280,19 @@ def _int8(m: Manifest, name: str, target: Path, samples: Path, method: str, excl
     return len(graph.kept)
 
 
-def _int4(source: Path, target: Path, block_size: int, symmetric: bool = True, exclude: tuple[str, ...] = (),
-          shared: Path | None = None) -> int:
-    """The LLM's linear weights (lm_head included) as blocked symmetric int4, weight-only (QDQ, opset 21).
-    Returns the bytes referenced in `shared`'s data file."""
+def quantize_llm_int4(source: Path, target: Path, recipe: QuantRecipe, shared: Path | None = None) -> int:
+    """The LLM's linear weights (lm_head included, the recipe's exclude left float) as symmetric int4 in
+    blocks of the recipe's block_size, weight-only (QDQ, opset 21). Returns the bytes referenced in `shared`'s
+    data file."""
     import onnx
-    if not symmetric:
-        raise NotImplementedError("jflow writes symmetric int4 only")
     model = onnx.load(str(source), load_external_data=False)
     tensors = Tensors(model, source.parent)
-    _gemm_as_matmul(model, tensors)  # lm_head is a Gemm(transB): the weight-only format takes MatMuls
+    gemm_as_matmul(model, tensors)  # lm_head is a Gemm(transB): the weight-only format takes MatMuls
     pack_siblings(model, tensors)
-    return write_int4(model, tensors, target, block_size, exclude=exclude, shared=shared)
+    return write_int4(model, tensors, target, recipe.block_size, exclude=recipe.exclude, shared=shared)
 
 
-def _gemm_as_matmul(model, tensors: Tensors | None = None) -> None:
+def gemm_as_matmul(model, tensors: Tensors | None = None) -> None:
     """Gemm(A, B, transB=1) with a constant B and no bias -> MatMul(A, B^T), the transpose made when read
     (`tensors`: where the weights lie; default: in `model`)."""
     from onnx import helper

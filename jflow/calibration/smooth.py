@@ -17,7 +17,6 @@ fp32 graphs are smoothed (quantize reads fp32 artifacts).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,10 +37,6 @@ class Pair:
     source: str          # the gain [K] (kind "gain") or the up weight [., M] (kind "columns")
     kind: str
     columns: slice = field(default_factory=lambda: slice(None))
-
-
-def digest(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:24]
 
 
 def find_pairs(model) -> list[Pair]:
@@ -172,15 +167,16 @@ def _divide_columns(up: np.ndarray, columns: slice, s: np.ndarray) -> np.ndarray
 
 def gemm_inputs(model, source: Path, samples: Path):
     """For each calibration sample, {weight digest: X} over the smoothable GEMMs of `model`, run on `source`
-    (benchmarks/quant_methods.py searches scales on them)."""
+    (benchmarks/quantization/ searches scales on them)."""
     from jflow.calibration.collect import probe
     keys = pair_keys(model)
     for values in probe(source, list(keys), samples):
         yield {keys[t]: v for t, v in values.items()}
 
 
-def _pairs_with_weights(model):
-    """(pair, its weight as float32) one at a time (model loaded with its weights)."""
+def pairs_with_weights(model):
+    """(pair, its weight as float32) one at a time (model loaded with its weights; benchmarks/quantization's
+    AWQ search scores each pair's weight)."""
     tensors = Tensors(model)
     for pair in find_pairs(model):
         yield pair, tensors.array(pair.weight).astype(np.float32, copy=False)

@@ -10,6 +10,7 @@ they are made, each stored once (or as a reference into another graph's file hol
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Callable
 
@@ -30,21 +31,33 @@ def _read_external(folder: Path, init) -> Callable[[], np.ndarray]:
     return read
 
 
+def digest(array: np.ndarray) -> str:
+    """A weight's content key: equal bytes (the same weight in both LLM forms) give equal keys."""
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:24]
+
+
 class Tensors:
     """The initializer values of `model`. With `folder` (where its external data lies), weights are read
     from disk when asked and made ones are computed when read; without, the model holds its weights (loaded
     with them) and made ones are stored in it at once."""
 
-    def __init__(self, model, folder: Path | None = None):
+    def __init__(self, model, folder: Path | None = None, known: dict | None = None):
         from onnx import TensorProto, numpy_helper
         self.model, self.folder = model, folder
         self.readers: dict[str, Callable[[], np.ndarray]] = {}
         self.digests: dict[str, str] = {}
+        # Where each weight lies as read (file, offset, type, dims) and the digests of such places: `known`, shared
+        # by two graphs over one data file (the fp32 LLM forms), hashes each place once for both.
+        self.places: dict[str, tuple] = {}
+        self.known = {} if known is None else known
         for init in model.graph.initializer:
             if init.data_location == TensorProto.EXTERNAL:
                 if folder is None:
                     raise ValueError(f"jflow bug: {init.name} lies in external data and no folder was given")
                 self.readers[init.name] = _read_external(folder, init)
+                where = {e.key: e.value for e in init.external_data}
+                self.places[init.name] = (str((folder / where["location"]).resolve()), where.get("offset", "0"),
+                                          init.data_type, tuple(init.dims))
             else:
                 self.readers[init.name] = (lambda init=init: numpy_helper.to_array(init))
 
@@ -52,20 +65,29 @@ class Tensors:
         return self.readers[name]()
 
     def digest(self, name: str) -> str:
-        """The content digest of `name` as it stands (smooth.digest), computed once."""
-        from jflow.calibration.smooth import digest
+        """The content digest of `name` as it stands (`digest`), computed once."""
         if name not in self.digests:
-            self.digests[name] = digest(self.array(name))
+            place = self.places.get(name)
+            if place is not None and place in self.known:
+                self.digests[name] = self.known[place]
+            else:
+                self.digests[name] = digest(self.array(name))
+                if place is not None:
+                    self.known[place] = self.digests[name]
         return self.digests[name]
 
     def reader(self, name: str) -> Callable[[], np.ndarray]:
         """What reads `name` now (a later `derive` of the same name does not change it)."""
         return self.readers[name]
 
-    def derive(self, name: str, make: Callable[[], np.ndarray], data_type: int, dims) -> None:
-        """Initializer `name` (added, or replacing one) is `make()`, of the stated type and shape."""
+    def derive(self, name: str, make: Callable[[], np.ndarray], data_type: int, dims, made_from=None) -> None:
+        """Initializer `name` (added, or replacing one) is `make()`, of the stated type and shape. `made_from`:
+        a key naming the recipe by where its inputs lie (e.g. ("concat", places)), so its digest is known too."""
         from onnx import TensorProto, helper, numpy_helper
         self.digests.pop(name, None)
+        self.places.pop(name, None)  # made, not read where it lay
+        if made_from is not None:
+            self.places[name] = (made_from, data_type, tuple(dims))
         nbytes = int(np.prod(dims, dtype=np.int64)) * helper.tensor_dtype_to_np_dtype(data_type).itemsize
         if self.folder is None or nbytes < INLINE:  # small ones in the graph: find_pairs reads Split sizes
             value = np.asarray(make(), order="C")
@@ -111,7 +133,7 @@ class DataWriter:
         if len(data) < INLINE:
             tensor = TensorProto(name=name, data_type=data_type, dims=dims, raw_data=bytes(data))
         else:
-            tensor = self.shared.reference(name, bytes(data), dims, data_type) if self.shared else None
+            tensor = self.shared.reference(name, data, dims, data_type) if self.shared else None  # hashed in place
             if tensor is not None:
                 self.shared_bytes += len(data)
             else:

@@ -10,8 +10,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from jflow.artifact.engines import EngineIdentity, EngineKey
-from jflow.artifact.manifest import Manifest, member_dir, update_manifest
+from jflow.artifact.engines import EngineKey
+from jflow.artifact.files import member_dir
+from jflow.artifact.manifest import Manifest
+from jflow.artifact.sections import OrtGraphs, TensorRTEngines, TensorRTPlan
+from jflow.artifact.writer import ArtifactWriter
 from jflow.engines import cache
 from jflow.engines.ort_target import build_ort_target
 from jflow.engines.profiles import profiles_for_manifest
@@ -32,28 +35,26 @@ def build(out: Path, target: str = "auto", components: list[str] | None = None, 
     chosen, note = choose_target(target, str(out), status)
     if note:
         log(note)
-    graphs = _components(manifest, chosen, components)
-    data = manifest.data
+    graphs = components_for(manifest, chosen, components)
     if chosen == "onnxruntime":
-        section = build_ort_target(out, data, graphs, log)
+        section = build_ort_target(out, manifest, graphs, log)
     else:
-        section = _build_tensorrt(out, data, graphs, status, workspace_mib, opt_level, timing_cache, log)
-    engines = dict(data.get("engines", {}))
-    engines[chosen] = section
-    update_manifest(out, {"engines": engines}, rehash=_section_files(section))
+        section = _build_tensorrt(out, manifest, graphs, status, workspace_mib, opt_level, timing_cache, log)
+    engines = manifest.engines.with_target(chosen, section)
+    ArtifactWriter(out).update({"engines": engines.to_dict()}, rehash=_section_files(section))
     return chosen
 
 
-def _components(manifest: Manifest, target: str, asked: list[str] | None) -> list[str]:
+def components_for(manifest: Manifest, target: str, asked: list[str] | None) -> list[str]:
     """TensorRT builds the portable graphs (the fused LLM form is ONNX Runtime's own). The ONNX Runtime
     target re-saves the graphs after ORT's offline optimization, except the LLM: its ORT form is already
     the fused graph, and re-saving it would store its weights a second time."""
-    forms = [n for n, g in manifest.graphs.items() if "form_of" in g]
+    forms = manifest.forms
     if target == "tensorrt":
         allowed = [n for n in manifest.graphs if n not in forms]
         why = "is ONNX Runtime's form of the LLM (com.microsoft ops); TensorRT builds `llm`"
     else:
-        llm = {n for n in forms} | {manifest.graph(n)["form_of"] for n in forms}
+        llm = set(forms) | set(forms.values())
         allowed = [n for n in manifest.graphs if n not in llm]
         why = "is the LLM, which ONNX Runtime runs in its fused form as exported (nothing to re-save)"
     refused = [n for n in asked or [] if n not in allowed]
@@ -63,13 +64,15 @@ def _components(manifest: Manifest, target: str, asked: list[str] | None) -> lis
     return list(asked or allowed)
 
 
-def _build_tensorrt(out, data, graphs, status, workspace_mib, opt_level, timing_cache, log) -> dict:
+def _build_tensorrt(out, manifest: Manifest, graphs, status, workspace_mib, opt_level, timing_cache,
+                    log) -> TensorRTEngines:
     from jflow.engines.tensorrt_build import build_plan
+    data = manifest.data
     profiles = profiles_for_manifest(data, graphs)
-    previous = data.get("engines", {}).get("tensorrt", {})
+    previous = manifest.engines.tensorrt
     identity = status.identity
     # Engines of another TensorRT or GPU are dropped from the section (their plans could not load here).
-    entries = dict(previous.get("graphs", {})) if EngineIdentity.from_section(previous) == identity else {}
+    entries = dict(previous.graphs) if previous is not None and previous.identity == identity else {}
     timing_cache = timing_cache or member_dir(out, "engines") / "timing.cache"
     for name in graphs:
         key = EngineKey.for_graph(data, name, profiles[name], identity)
@@ -79,17 +82,18 @@ def _build_tensorrt(out, data, graphs, status, workspace_mib, opt_level, timing_
             log(f"  {name:<12} engine up to date ({plan.relative_to(out)})")
         else:
             log(f"  {name:<12} building TensorRT engine ...")
-            plan = cache.store(out, key, build_plan(out / data["graphs"][name]["file"], profiles[name], workspace_mib,
+            plan = cache.store(out, key, build_plan(manifest.graph_path(name), profiles[name], workspace_mib,
                                                     opt_level, timing_cache), time.perf_counter() - started)
             log(f"  {name:<12} built in {time.perf_counter() - started:5.1f}s")
-        entries[name] = {"plan": plan.relative_to(out).as_posix(), "key": key.digest, "profiles": profiles[name]}
-    return {**identity.as_dict(), "graphs": entries}
+        entries[name] = TensorRTPlan(plan.relative_to(out).as_posix(), key.digest, profiles[name])
+    return TensorRTEngines(identity, entries)
 
 
-def _section_files(section: dict) -> list[str]:
+def _section_files(section: OrtGraphs | TensorRTEngines) -> list[str]:
+    """The files a build wrote (hashed again even when listed: a rebuilt engine has new bytes)."""
     files = []
-    for entry in section.get("graphs", {}).values():
-        rel = entry["plan"] if isinstance(entry, dict) else entry
+    for entry in section.graphs.values():
+        rel = entry.plan if isinstance(entry, TensorRTPlan) else entry
         files.append(rel)
         files.append(f"{rel[:-len('engine.plan')]}engine.json" if rel.endswith("engine.plan") else f"{rel}.data")
     return files

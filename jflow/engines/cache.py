@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from jflow.artifact.json_file import BadJSON, read_json
+from jflow.json_file import BadJSON, read_json
 from jflow.artifact.engines import EngineKey
 from jflow.fsutil import atomic_write_bytes
 

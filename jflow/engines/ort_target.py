@@ -11,10 +11,12 @@ from typing import Callable
 
 import onnxruntime as ort
 
-from jflow.artifact.manifest import member_dir
+from jflow.artifact.contract import disabled_optimizers
+from jflow.artifact.files import member_dir
+from jflow.artifact.manifest import Manifest
+from jflow.artifact.sections import OrtGraphs
 from jflow.fsutil import scratch_dir
 from jflow.runtime.backends import graph_error
-from jflow.runtime.ort_backend import disabled_optimizers
 
 FOLDER = "ort"
 
@@ -42,16 +44,18 @@ def optimize_graph(source: Path, target: Path, disabled: list[str] = ()) -> None
         os.replace(scratch / target.name, target)
 
 
-def build_ort_target(root: Path, manifest_data: dict, graphs: list[str], log: Callable[[str], None]) -> dict:
-    """Optimize `graphs`; returns the manifest's engines.onnxruntime section."""
+def build_ort_target(root: Path, manifest: Manifest, graphs: list[str], log: Callable[[str], None]) -> OrtGraphs:
+    """Optimize `graphs`; returns the manifest's engines.onnxruntime section (graphs optimized before by this
+    onnxruntime are kept)."""
     built = {}
     member_dir(root, FOLDER)  # never through a link out of the artifact
     for name in graphs:
         started = time.perf_counter()
         rel = f"{FOLDER}/{name}.onnx"
-        entry = manifest_data["graphs"][name]
+        entry = manifest.graph(name)
         optimize_graph(root / entry["file"], root / rel, disabled_optimizers(entry))
         built[name] = rel
         log(f"  {name:<12} onnxruntime graph optimized in {time.perf_counter() - started:5.1f}s")
-    previous = manifest_data.get("engines", {}).get("onnxruntime", {}).get("graphs", {})
-    return {"onnxruntime_version": ort.__version__, "level": "extended", "graphs": {**previous, **built}}
+    previous = manifest.engines.onnxruntime
+    kept = previous.graphs if previous is not None else {}
+    return OrtGraphs(ort.__version__, "extended", {**kept, **built})

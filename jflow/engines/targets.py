@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jflow.artifact.engines import EngineIdentity, TensorRTMissing, probe_identity
+from jflow.artifact.engines import EngineIdentity
+from jflow.engines.machine import TensorRTMissing, probe_identity
 from jflow.errors import JFlowError
 
 TARGETS = ("auto", "tensorrt", "onnxruntime")

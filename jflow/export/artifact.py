@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from jflow.errors import InputError
-from jflow.artifact.manifest import write_manifest
+from jflow.artifact.writer import ArtifactWriter
 from jflow.artifact.precision import EXPORTED, TOLERANCES, activation_dtype, policy_table
 from jflow.artifact.spec import Limits
 from jflow.export import gen_decoder, gen_encoder, llm, llm_ort, reference_io, siglip, vae_decoder
@@ -106,7 +106,7 @@ def _write(ref, root: Path, precision: str, limits: Limits, e2e_steps: int, e2e_
                                     "precision": graphs[name]["precision"], "form_of": llm.NAME}
             log(f"  {llm_ort.NAME:<12} written in {time.perf_counter() - started:5.1f}s (weights shared with llm)")
     _write_host_files(ref, root, precision)
-    write_manifest(root, {
+    ArtifactWriter(root).create({
         "precision": precision, "precision_policy": policy_table(), "tolerances": TOLERANCES,
         "model": config.to_dict(), "limits": limits.to_dict(), "graphs": graphs, "opset": OPSET,
         "reference": {"graphs": {n: f"reference/{n}.npz" for n in GRAPHS},

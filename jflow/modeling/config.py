@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jflow.artifact.json_file import BadJSON, read_json
+from jflow.json_file import BadJSON, read_json
 from jflow.errors import ConfigError
 from jflow.modeling import config_fields as fields
 

@@ -13,7 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from jflow.artifact.brief import listing
-from jflow.artifact.json_file import BadJSON, read_json
+from jflow.json_file import BadJSON, read_json
 from jflow.errors import CheckpointError
 
 SAFETENSORS = "model.safetensors"

@@ -11,11 +11,11 @@ import numpy as np
 from jflow.runtime.token_sampling import choose_tokens
 
 
-def decode_steps(pipe, rows: list[np.ndarray], max_new_tokens: int, temperature: float, top_p: float,
+def decode_steps(session, rows: list[np.ndarray], eos: int, max_new_tokens: int, temperature: float, top_p: float,
                  seed: int | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (next token per row, rows already finished before it) until every row hit EOS or the limit.
-    `rows`: each prompt's embeddings [n_i, H]."""
-    llm, backend, eos = pipe.llm, pipe.backend, pipe.tokenizer.eos_id
+    `rows`: each prompt's embeddings [n_i, H]; `session`: the backend, LLM runner and embeddings."""
+    llm, backend = session.llm, session.backend
     cache = llm.new_cache(len(rows), capacity=max(map(len, rows)) + max_new_tokens)
     logits = llm.prefill(cache, rows)
     rng = np.random.default_rng(seed)
@@ -27,4 +27,4 @@ def decode_steps(pipe, rows: list[np.ndarray], max_new_tokens: int, temperature:
         done |= ids == eos
         if done.all() or step == max_new_tokens - 1:
             return
-        logits = llm.decode_one(cache, pipe.embed(ids[:, None]))
+        logits = llm.decode_one(cache, session.embed(ids[:, None]))

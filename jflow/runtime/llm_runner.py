@@ -1,4 +1,4 @@
-"""`LlmRunner`: the one way the loops call the LLM, over a `KVCache` allocated once per request batch.
+"""`LlmRunner`: the one way the loops call the LLM, over a KV cache allocated once per request batch.
 
     cache = llm.new_cache(rows, capacity)
     logits = llm.prefill(cache, [embeds_row0, embeds_row1, ...])   # ragged rows [n_i, H]; fills the cache
@@ -7,55 +7,36 @@
 
 A cache row holds that row's real tokens only, and positions are explicit: a guidance row whose prompt
 is masked holds just BOS and continues at the prompt's length, so no padding is ever computed or stored.
-Two forms of the LLM graph implement it:
-- `llm_ort` (ONNX Runtime): GroupQueryAttention writes the new K/V in place into one buffer per layer
-  that is bound as both past and present. A step writes its tokens into the same slots every time.
-- `llm` (portable, TensorRT): attention concatenates past and new K/V, so each call's present goes to
-  a second pre-allocated buffer set and the two swap (decode) or the second is scratch (step).
+Two forms of the LLM graph implement it, each named by its graph (the names `llm_form` takes):
+- `llm_ort` (`FusedLlm`, ONNX Runtime): GroupQueryAttention writes the new K/V in place into one buffer
+  per layer that is bound as both past and present. A step writes its tokens into the same slots every time.
+- `llm` (`PortableLlm`, TensorRT, Triton): attention concatenates past and new K/V, so each call's present
+  goes to a second pre-allocated buffer set and the two swap (decode) or the second is scratch (step).
 Every input and output buffer is allocated before the first step and then only written: the loops do
-no allocation and read back only the logits they must read.
+no allocation and read back only the logits they must read. The cache state is typed per form
+(`kv_cache.py`); a call shape bound once is a `Binding`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
 
 from jflow.errors import InputError
 from jflow.runtime.backends import NUMPY_DTYPES
+from jflow.runtime.kv_cache import Binding, FusedCache, KVCache, PortableCache
 
 
-@dataclass
-class KVCache:
-    rows: int
-    capacity: int          # tokens each row can hold
-    max_position: int      # positions must stay below this (the artifact's max_context)
-    lengths: np.ndarray    # [rows] tokens held per row
-    positions: np.ndarray  # [rows] position id of each row's next token
-    buffers: list = field(default_factory=list)     # per past input: the form's device buffers
-    phases: dict = field(default_factory=dict)      # bound feeds/outputs per call shape, made on first use
-    state: dict = field(default_factory=dict)       # form-specific bookkeeping
-
-    def room(self, new: int) -> None:
-        if int(self.lengths.max(initial=0)) + new > self.capacity:
-            raise InputError(f"the KV cache holds {self.capacity} tokens per row; {new} more do not fit after "
-                             f"{int(self.lengths.max())}: ask for fewer new tokens, or re-export with a larger "
-                             "--max-context")
-        if int(self.positions.max(initial=0)) + new > self.max_position:
-            raise InputError(f"positions up to {int(self.positions.max()) + new - 1} do not fit this artifact's "
-                             f"max_context {self.max_position}; re-export with a larger --max-context")
-
-
-class LlmRunner:
-    """Shared geometry and the form-independent half of prefill/step/decode_one."""
+class LlmRunner(ABC):
+    """Shared geometry and the form-independent half of prefill/step/decode_one; a form implements the
+    four methods below."""
 
     graph_name = ""
 
     def __init__(self, backend, manifest):
         self.backend, self.manifest = backend, manifest
-        entry = manifest.graph(self.graph_name)
         inputs, outputs = manifest.io(self.graph_name), manifest.io(self.graph_name, "outputs")
         self.past = [n for n in inputs if n.startswith("past_")]
         self.present = ["present_" + n[len("past_"):] for n in self.past]
@@ -63,8 +44,26 @@ class LlmRunner:
         self.hidden_size = inputs["inputs_embeds"]["shape"][-1]
         self.vocab = outputs["logits"]["shape"][-1]
         self.dtype = NUMPY_DTYPES[inputs["inputs_embeds"]["dtype"]]
-        self.graph = backend.runner(self.graph_name, manifest.graph_path(self.graph_name), entry)
+        self.graph = backend.runner(self.graph_name, manifest)
 
+    # ---- what a form implements ---------------------------------------------------------------------
+    @abstractmethod
+    def allocate(self, rows: int, capacity: int, max_position: int) -> KVCache:
+        """An empty cache of this form, every buffer allocated."""
+
+    @abstractmethod
+    def fill(self, cache: KVCache, rows: list[np.ndarray], lengths: np.ndarray) -> Any:
+        """Run the prefill of the (checked) prompt rows into the empty cache; the logits handle."""
+
+    @abstractmethod
+    def step_binding(self, cache: KVCache, seq: int) -> Binding:
+        """The feeds and outputs of a step of `seq` tokens per row, all but inputs_embeds (made once per cache)."""
+
+    @abstractmethod
+    def advance(self, cache: KVCache, embeds: np.ndarray) -> Any:
+        """Run one decode token per row through the graph (the cache's lengths move after); the logits handle."""
+
+    # ---- the loops' API -----------------------------------------------------------------------------
     def deactivate(self) -> None:
         self.graph.deactivate()
 
@@ -72,11 +71,9 @@ class LlmRunner:
         limit = int(self.manifest.limits["max_context"])
         if not 1 <= capacity <= limit:
             raise InputError(f"a KV cache of {capacity} tokens does not fit this artifact's max_context {limit}")
-        cache = KVCache(rows, capacity, limit, np.zeros(rows, np.int64), np.zeros(rows, np.int64))
-        self._allocate(cache)
-        return cache
+        return self.allocate(rows, capacity, limit)
 
-    def _outputs(self, rows: int, seq: int) -> dict[str, Any]:
+    def outputs(self, rows: int, seq: int) -> dict[str, Any]:
         empty = self.backend.empty
         return {"hidden_states": empty((rows, seq, self.hidden_size), self.dtype),
                 "logits": empty((rows, self.vocab), self.dtype)}
@@ -94,7 +91,7 @@ class LlmRunner:
         if positions.shape != lengths.shape or (positions < lengths).any() or positions.max() > cache.max_position:
             raise InputError(f"next_positions must give each row a position from its length up to "
                              f"{cache.max_position}, got {positions.tolist()}")
-        logits = self._prefill(cache, rows, lengths)
+        logits = self.fill(cache, rows, lengths)
         cache.lengths[:] = lengths
         cache.positions[:] = positions
         return logits
@@ -104,29 +101,24 @@ class LlmRunner:
         positions; their hidden states [rows, S, H]. The cache keeps its length: every ODE step rewrites
         the same slots after the prompt."""
         seq = int(embeds.shape[1])
-        phase = cache.phases.get(("step", seq))
-        if phase is None:
+        binding = cache.steps.get(seq)
+        if binding is None:
             cache.room(seq)
-            phase = cache.phases[("step", seq)] = {"io": self._step_phase(cache, seq), "input": None}
-        if phase["input"] is not embeds:  # bound again only when the input buffer changes (the ODE loop
-            feeds, outputs = phase["io"]    # passes gen_encoder's same output buffer every step)
-            phase.update(input=embeds, bound=self.graph.prepare({**feeds, "inputs_embeds": embeds}, outputs))
-        self.graph.run(phase["bound"])
-        return phase["io"][1]["hidden_states"]
+            binding = cache.steps[seq] = self.step_binding(cache, seq)
+        if binding.input is not embeds:  # bound again only when the input buffer changes (the ODE loop
+            binding.input = embeds        # passes gen_encoder's same output buffer every step)
+            binding.prepared = self.graph.prepare({**binding.feeds, "inputs_embeds": embeds}, binding.outputs)
+        self.graph.run(binding.prepared)
+        return binding.outputs["hidden_states"]
 
     def decode_one(self, cache: KVCache, embeds: np.ndarray) -> Any:
         """One token per row (host embeddings [rows, 1, H]) appended to the cache; its logits [rows, V]."""
         cache.room(1)
-        phase = cache.phases.get("decode")
-        if phase is None:
-            phase = cache.phases["decode"] = self._decode_phase(cache)
-        feeds, outputs = phase
-        self._decode(cache, embeds, feeds, outputs)
-        cache.lengths += 1
-        cache.positions += 1
-        return outputs["logits"]
+        logits = self.advance(cache, embeds)
+        cache.grow(1)
+        return logits
 
-    def _positions(self, cache: KVCache, seq: int) -> np.ndarray:
+    def positions(self, cache: KVCache, seq: int) -> np.ndarray:
         return cache.positions[:, None] + np.arange(seq)[None, :]
 
 
@@ -135,58 +127,55 @@ class FusedLlm(LlmRunner):
 
     graph_name = "llm_ort"
 
-    def _allocate(self, cache: KVCache) -> None:
-        shape = (cache.rows, self.kv_heads, cache.capacity, self.head_dim)
-        cache.buffers = [self.backend.empty(shape, self.dtype) for _ in self.past]
+    def allocate(self, rows: int, capacity: int, max_position: int) -> FusedCache:
+        shape = (rows, self.kv_heads, capacity, self.head_dim)
+        return FusedCache.empty(rows, capacity, max_position, [self.backend.empty(shape, self.dtype) for _ in self.past])
 
-    def _cache_io(self, cache: KVCache) -> tuple[dict, dict]:
+    def cache_io(self, cache: FusedCache) -> tuple[dict, dict]:
         return dict(zip(self.past, cache.buffers)), dict(zip(self.present, cache.buffers))
 
-    @staticmethod
-    def _counts(lengths: np.ndarray, new: np.ndarray) -> dict[str, np.ndarray]:
-        total = lengths + new  # tokens in each row after the call
-        return {"seqlens_k": (total - 1).astype(np.int32), "query_seqlens": new.astype(np.int32),
-                "total_sequence_length": np.array(total.max(), np.int32)}
-
-    def _prefill(self, cache: KVCache, rows: list[np.ndarray], lengths: np.ndarray) -> Any:
+    def fill(self, cache: FusedCache, rows: list[np.ndarray], lengths: np.ndarray) -> Any:
         seq = int(lengths.max())
         x = np.zeros((cache.rows, seq, self.hidden_size), self.dtype)
         positions = np.zeros((cache.rows, seq), np.int64)
         for r, row in enumerate(rows):  # right-padded: row r's tokens are its first n_r
             x[r, :len(row)] = row
             positions[r, :len(row)] = np.arange(len(row))
-        past, present = self._cache_io(cache)
-        outputs = {**self._outputs(cache.rows, seq), **present}
-        self.graph.infer({"inputs_embeds": x, "position_ids": positions, **self._counts(cache.lengths, lengths),
-                          **past}, outputs)
+        past, present = self.cache_io(cache)
+        outputs = {**self.outputs(cache.rows, seq), **present}
+        self.graph.infer({"inputs_embeds": x, "position_ids": positions, **cache.counts(lengths), **past}, outputs)
         return outputs["logits"]
 
-    def _step_phase(self, cache: KVCache, seq: int) -> tuple[dict, dict]:
+    def step_binding(self, cache: FusedCache, seq: int) -> Binding:
         up = self.backend.upload
-        counts = self._counts(cache.lengths, np.full(cache.rows, seq))
-        past, present = self._cache_io(cache)
-        feeds = {"position_ids": up(self._positions(cache, seq)), **{k: up(v) for k, v in counts.items()}, **past}
-        return feeds, {**self._outputs(cache.rows, seq), **present}
+        counts = cache.counts(np.full(cache.rows, seq))
+        past, present = self.cache_io(cache)
+        feeds = {"position_ids": up(self.positions(cache, seq)), **{k: up(v) for k, v in counts.items()}, **past}
+        return Binding(feeds, {**self.outputs(cache.rows, seq), **present})
 
-    def _decode_phase(self, cache: KVCache) -> tuple[dict, dict]:
+    def advance(self, cache: FusedCache, embeds: np.ndarray) -> Any:
+        binding = cache.decode
+        if binding is None:
+            binding = cache.decode = self.decode_binding(cache)
+        feeds, up = binding.feeds, self.backend.upload  # written in place: no allocation per token
+        up(np.asarray(embeds, self.dtype), out=feeds["inputs_embeds"])
+        up(cache.positions[:, None], out=feeds["position_ids"])
+        counts = cache.counts(np.ones(cache.rows, np.int64))
+        up(counts["seqlens_k"], out=feeds["seqlens_k"])
+        up(counts["total_sequence_length"], out=feeds["total_sequence_length"])
+        if binding.prepared is None:  # every buffer stays where it is: bind once, run every token
+            binding.prepared = self.graph.prepare(feeds, binding.outputs)
+        self.graph.run(binding.prepared)
+        return binding.outputs["logits"]
+
+    def decode_binding(self, cache: FusedCache) -> Binding:
         empty, rows = self.backend.empty, cache.rows
-        past, present = self._cache_io(cache)
+        past, present = self.cache_io(cache)
         feeds = {"inputs_embeds": empty((rows, 1, self.hidden_size), self.dtype),
                  "position_ids": empty((rows, 1), np.int64), "seqlens_k": empty((rows,), np.int32),
                  "query_seqlens": self.backend.upload(np.ones(rows, np.int32)),
                  "total_sequence_length": empty((), np.int32), **past}
-        return feeds, {**self._outputs(rows, 1), **present}
-
-    def _decode(self, cache: KVCache, embeds: np.ndarray, feeds: dict, outputs: dict) -> None:
-        up = self.backend.upload  # writes into the phase's buffers: no allocation per token
-        up(np.asarray(embeds, self.dtype), out=feeds["inputs_embeds"])
-        up(cache.positions[:, None], out=feeds["position_ids"])
-        counts = self._counts(cache.lengths, np.ones(cache.rows, np.int64))
-        up(counts["seqlens_k"], out=feeds["seqlens_k"])
-        up(counts["total_sequence_length"], out=feeds["total_sequence_length"])
-        if "bound" not in cache.state:  # every buffer stays where it is: bind once, run every token
-            cache.state["bound"] = self.graph.prepare(feeds, outputs)
-        self.graph.run(cache.state["bound"])
+        return Binding(feeds, {**self.outputs(rows, 1), **present})
 
 
 class PortableLlm(LlmRunner):
@@ -198,16 +187,16 @@ class PortableLlm(LlmRunner):
 
     graph_name = "llm"
 
-    def _allocate(self, cache: KVCache) -> None:
-        size = cache.rows * self.kv_heads * cache.capacity * self.head_dim
-        cache.buffers = [[self.backend.empty((size,), self.dtype) for _ in self.past] for _ in range(2)]
-        cache.state.update(current=0, width=0, mask=np.zeros((cache.rows, cache.capacity), np.int64))
+    def allocate(self, rows: int, capacity: int, max_position: int) -> PortableCache:
+        size = rows * self.kv_heads * capacity * self.head_dim
+        sets = [[self.backend.empty((size,), self.dtype) for _ in self.past] for _ in range(2)]
+        return PortableCache.empty(rows, capacity, max_position, sets)
 
-    def _kv(self, cache: KVCache, which: int, width: int) -> list:
+    def kv(self, cache: PortableCache, which: int, width: int) -> list:
         shape = (cache.rows, self.kv_heads, width, self.head_dim)
-        return [self.backend.view(b, shape) for b in cache.buffers[which]]
+        return [self.backend.view(b, shape) for b in cache.sets[which]]
 
-    def _prefill(self, cache: KVCache, rows: list[np.ndarray], lengths: np.ndarray) -> Any:
+    def fill(self, cache: PortableCache, rows: list[np.ndarray], lengths: np.ndarray) -> Any:
         width = int(lengths.max())
         x = np.zeros((cache.rows, width, self.hidden_size), self.dtype)
         mask, positions = np.zeros((cache.rows, width), np.int64), np.zeros((cache.rows, width), np.int64)
@@ -215,50 +204,50 @@ class PortableLlm(LlmRunner):
             x[r, width - len(row):] = row
             mask[r, width - len(row):] = 1
             positions[r, width - len(row):] = np.arange(len(row))
-        state = cache.state
-        outputs = {**self._outputs(cache.rows, width),
-                   **dict(zip(self.present, self._kv(cache, 1 - state["current"], width)))}
+        outputs = {**self.outputs(cache.rows, width), **dict(zip(self.present, self.kv(cache, cache.other, width)))}
         self.graph.infer({"inputs_embeds": x, "attention_mask": mask, "position_ids": positions,
-                          **dict(zip(self.past, self._kv(cache, state["current"], 0)))}, outputs)
-        state.update(current=1 - state["current"], width=width)
-        state["mask"][:, :width] = mask
+                          **dict(zip(self.past, self.kv(cache, cache.current, 0)))}, outputs)
+        cache.mask[:, :width] = mask
+        cache.swap(width)
         return outputs["logits"]
 
-    def _step_phase(self, cache: KVCache, seq: int) -> tuple[dict, dict]:
-        state, up = cache.state, self.backend.upload
-        width = state["width"]
-        mask = np.concatenate([state["mask"][:, :width], np.ones((cache.rows, seq), np.int64)], axis=1)
-        feeds = {"attention_mask": up(mask), "position_ids": up(self._positions(cache, seq)),
-                 **dict(zip(self.past, self._kv(cache, state["current"], width)))}
-        scratch = dict(zip(self.present, self._kv(cache, 1 - state["current"], width + seq)))
-        return feeds, {**self._outputs(cache.rows, seq), **scratch}
+    def step_binding(self, cache: PortableCache, seq: int) -> Binding:
+        up, width = self.backend.upload, cache.width
+        mask = np.concatenate([cache.mask[:, :width], np.ones((cache.rows, seq), np.int64)], axis=1)
+        feeds = {"attention_mask": up(mask), "position_ids": up(self.positions(cache, seq)),
+                 **dict(zip(self.past, self.kv(cache, cache.current, width)))}
+        scratch = dict(zip(self.present, self.kv(cache, cache.other, width + seq)))
+        return Binding(feeds, {**self.outputs(cache.rows, seq), **scratch})
 
-    def _decode_phase(self, cache: KVCache) -> tuple[dict, dict]:
-        empty, rows = self.backend.empty, cache.rows
-        feeds = {"inputs_embeds": empty((rows, 1, self.hidden_size), self.dtype),
-                 "position_ids": empty((rows, 1), np.int64), "mask": empty((rows * cache.capacity,), np.int64)}
-        return feeds, self._outputs(rows, 1)
-
-    def _decode(self, cache: KVCache, embeds: np.ndarray, feeds: dict, outputs: dict) -> None:
-        state, up, view = cache.state, self.backend.upload, self.backend.view
-        width, current = state["width"], state["current"]
-        state["mask"][:, width] = 1
-        mask = view(feeds["mask"], (cache.rows, width + 1))
-        up(state["mask"][:, :width + 1], out=mask)
+    def advance(self, cache: PortableCache, embeds: np.ndarray) -> Any:
+        if cache.decode is None:
+            empty, rows = self.backend.empty, cache.rows
+            cache.decode = Binding({"inputs_embeds": empty((rows, 1, self.hidden_size), self.dtype),
+                                    "position_ids": empty((rows, 1), np.int64),
+                                    "mask": empty((rows * cache.capacity,), np.int64)}, self.outputs(rows, 1))
+        feeds, outputs = cache.decode.feeds, cache.decode.outputs
+        up, width = self.backend.upload, cache.width
+        cache.mask[:, width] = 1
+        mask = self.backend.view(feeds["mask"], (cache.rows, width + 1))
+        up(cache.mask[:, :width + 1], out=mask)
         up(np.asarray(embeds, self.dtype), out=feeds["inputs_embeds"])
         up(cache.positions[:, None], out=feeds["position_ids"])
-        past = dict(zip(self.past, self._kv(cache, current, width)))
-        present = dict(zip(self.present, self._kv(cache, 1 - current, width + 1)))
+        past = dict(zip(self.past, self.kv(cache, cache.current, width)))
+        present = dict(zip(self.present, self.kv(cache, cache.other, width + 1)))
         self.graph.infer({"inputs_embeds": feeds["inputs_embeds"], "position_ids": feeds["position_ids"],
                           "attention_mask": mask, **past}, {**outputs, **present})
-        state.update(current=1 - current, width=width + 1)
+        cache.swap(width + 1)
+        return outputs["logits"]
+
+
+FORMS = {"llm_ort": FusedLlm, "llm": PortableLlm}  # the LLM forms, by the graph each runs
 
 
 def llm_runner(backend, manifest, form: str | None = None) -> LlmRunner:
-    """The fused form on ONNX Runtime when the artifact has it, else the portable one (TensorRT)."""
-    forms = {"onnxruntime": FusedLlm, "portable": PortableLlm}
+    """The runner of one LLM form ("llm_ort" or "llm"); by default the fused llm_ort on ONNX Runtime when the
+    artifact has it, else the portable llm (TensorRT, Triton)."""
     if form is None:
-        form = "onnxruntime" if backend.name == "onnxruntime" and "llm_ort" in manifest.graphs else "portable"
-    if form not in forms:
-        raise InputError(f"unknown LLM form {form!r}; choose one of {', '.join(forms)}")
-    return forms[form](backend, manifest)
+        form = "llm_ort" if backend.name == "onnxruntime" and "llm_ort" in manifest.graphs else "llm"
+    if form not in FORMS:
+        raise InputError(f"unknown LLM form {form!r}; choose one of {', '.join(FORMS)}")
+    return FORMS[form](backend, manifest)

@@ -13,35 +13,35 @@ computes its next token, so streams and calls interleave between tokens, each wi
 and a stream abandoned half-way holds nothing. Every graph a request needs is opened before its first
 step, and only from the files checked at load (`jflow.runtime.sharing`): a replaced or edited artifact
 folder is refused with an ArtifactError, never run. `close()` waits for another thread's running call;
-called from inside one (a progress callback), that call ends with "this Pipeline was closed". The
-lower-level pieces (`runner(...).infer`, `llm`) are not serialised: the tools that use them (verify,
-profile) own their Pipeline.
+called from inside one (a progress callback), that call ends with "this Pipeline was closed". The loops
+run on the Pipeline's `Session` (backend, runners, LLM runner, embeddings; `jflow.runtime.session`);
+the Pipeline adds the request handling. The lower-level pieces (`runner(...).infer`, `llm`) are not
+serialised: the tools that use them (verify, profile) own their Pipeline.
 """
 
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image
 
-from jflow.artifact.arrays import load_npy
-from jflow.artifact.manifest import ArtifactError, Manifest
+from jflow.artifact.manifest import Manifest
 from jflow.errors import InputError, JFlowError
-from jflow.runtime.backends import NUMPY_DTYPES, make_backend
+from jflow.runtime.backends import Hook, make_backend
 from jflow.runtime.decoder import decode_steps
 from jflow.runtime.image_io import preprocess_images, to_uint8
-from jflow.runtime.llm_runner import llm_runner
 from jflow.runtime.ode import LATENT_CHANNELS, initial_noise
 from jflow.runtime.processor_config import ProcessorSettings
 from jflow.runtime.requests import check_generation_args, check_noise, pair_images_questions, prompt_list
 from jflow.runtime.requests import check_threads
 from jflow.runtime.ode_loop import sample_latents
 from jflow.runtime.token_sampling import check_sampling
-from jflow.runtime.sharing import CLOSED, PinnedFiles, serialised
+from jflow.runtime.session import Session
+from jflow.runtime.sharing import CLOSED, serialised
 from jflow.runtime.tokenizer import JanusFlowTokenizer, TextStream
 
 DEFAULT_MAX_NEW_TOKENS = 512
@@ -51,76 +51,55 @@ TASK_GRAPHS = {"generate": ("gen_encoder", "gen_decoder", "vae_decoder"), "laten
 
 
 
-class _Traced:
-    """A runner whose calls become spans while the pipeline has a tracer (see `Pipeline.tracing`)."""
+class PipelineGuard(Hook):
+    """The Pipeline's own hook: a graph call on a closed Pipeline (closed from inside the running call, a
+    progress callback) says so, and while `Pipeline.tracing` is on every call is a span."""
 
-    def __init__(self, inner, pipe: "Pipeline"):
-        self.inner, self.pipe, self.name = inner, pipe, inner.name
+    def __init__(self, pipe: "Pipeline"):
+        self.pipe = pipe
 
-    def activate(self):
-        self.inner.activate()
+    def bind(self, runner, feeds) -> None:
+        self.pipe.check_open()
 
-    def deactivate(self):
-        self.inner.deactivate()
-
-    def infer(self, feeds, outputs=None):
-        self.pipe._check_open()  # closed from inside the running call (a progress callback): say so
+    def call(self, runner, feeds):
+        self.pipe.check_open()
         tracer = self.pipe.tracer
-        if tracer is None:
-            return self.inner.infer(feeds, outputs)
-        with tracer.span(f"graph.{self.name}"):
-            return self.inner.infer(feeds, outputs)
-
-    def prepare(self, feeds, outputs):
-        self.pipe._check_open()
-        return self.inner.prepare(feeds, outputs)
-
-    def run(self, prepared):
-        self.pipe._check_open()
-        tracer = self.pipe.tracer
-        if tracer is None:
-            return self.inner.run(prepared)
-        with tracer.span(f"graph.{self.name}"):
-            return self.inner.run(prepared)
+        return nullcontext() if tracer is None else tracer.span(f"graph.{runner.name}")
 
 
 class Pipeline:
-    def __init__(self, manifest: Manifest, backend, tokenizer: JanusFlowTokenizer, processor: ProcessorSettings):
+    def __init__(self, manifest: Manifest, backend, tokenizer: JanusFlowTokenizer, processor: ProcessorSettings,
+                 llm_form: str | None = None, hooks: tuple[Hook, ...] | list[Hook] = ()):
         self._lock = threading.RLock()
         self._closed = False
-        self._pinned = PinnedFiles(manifest)
-        self._llm_opened = None
-        self.manifest, self.backend, self.tokenizer, self.processor = manifest, backend, tokenizer, processor
-        self.limits = manifest.limits
         self.tracer = None
-        self._runners: dict = {}
-        self.llm = llm_runner(_TracingBackend(backend, self), manifest)
-        self.embed_dtype = self.llm.dtype
-        emb = manifest.data["embeddings"]
-        # Memory-mapped: a device pages in only the rows it looks up.
-        self.table = load_npy(manifest.path(emb["embed_tokens"]), "the token embedding table", mmap=True)
-        self.beg_of_und = load_npy(manifest.path(emb["beg_of_und_embed"]), "beg_of_und_embed").astype(self.embed_dtype)
-        hidden = self.llm.hidden_size
-        if self.table.ndim != 2 or self.table.shape[1] != hidden or self.beg_of_und.shape != (1, hidden) \
-                or tokenizer.vocab_size > self.table.shape[0]:
-            raise ArtifactError(f"{manifest.root}: the embedding table {list(self.table.shape)} and beg_of_und_embed "
-                                f"{list(self.beg_of_und.shape)} do not fit an LLM of width {hidden} and a tokenizer of "
-                                f"{tokenizer.vocab_size} tokens; re-export the artifact with `jflow-export onnx`")
-        self.latent_size = int(manifest.data["generation"]["latent_size"])
-        self.num_gen_tokens = int(manifest.data["generation"]["num_gen_tokens"])
-        self._pinned.check("loading it")  # the tokenizer, configs and tables read above are the checked files
+        self.tokenizer, self.processor = tokenizer, processor
+        self.session = Session(manifest, backend, tokenizer.vocab_size, llm_form, (PipelineGuard(self), *hooks))
+        self.session.pinned.check("loading it")  # the tokenizer, configs and tables read above are the checked files
+
+    # The session's parts, read-only: a request's loops run on them (`verify` and `profile` drive them too).
+    manifest = property(lambda self: self.session.manifest)
+    backend = property(lambda self: self.session.backend)
+    llm = property(lambda self: self.session.llm)
+    limits = property(lambda self: self.session.manifest.limits)
+    latent_size = property(lambda self: self.session.latent_size)
+    num_gen_tokens = property(lambda self: self.session.num_gen_tokens)
+    embed_dtype = property(lambda self: self.session.embed_dtype)
 
     @classmethod
     def load(cls, artifact: str | Path, backend: str = "auto", providers: list[str] | None = None,
-             threads: int | None = None, spin: bool = True, check_files: bool | str = True) -> "Pipeline":
+             threads: int | None = None, spin: bool = True, check_files: bool | str = True,
+             llm_form: str | None = None, hooks: tuple[Hook, ...] | list[Hook] = ()) -> "Pipeline":
         """Read and check the artifact (schema, contract, every file's sha256 or its verified stamp) and pick
         a backend. threads/spin: ONNX Runtime's intra-op threads per session and whether its workers spin
-        during a run (spin=False: they always sleep, for cores shared with other processes)."""
+        during a run (spin=False: they always sleep, for cores shared with other processes). llm_form: the
+        LLM graph to run, "llm_ort" or "llm" (default: llm_ort on ONNX Runtime when the artifact has it).
+        hooks: watch every graph call and tensor (calibration records its samples this way)."""
         check_threads(threads)  # before any file is read: at most 4 per core
         manifest = Manifest.load(artifact, check_files=check_files)
         processor = ProcessorSettings.from_dir(manifest.root)
         backend = make_backend(backend, providers, threads, manifest.data.get("engines"), spin)
-        return cls(manifest, backend, JanusFlowTokenizer.from_dir(manifest.root, processor), processor)
+        return cls(manifest, backend, JanusFlowTokenizer.from_dir(manifest.root, processor), processor, llm_form, hooks)
 
     # --- lifetime --------------------------------------------------------------------------------
     def close(self) -> None:
@@ -129,10 +108,7 @@ class Pipeline:
         same clear error at its next graph."""
         with self._lock:
             self._closed = True
-            for runner in self._runners.values():
-                runner.deactivate()
-            self.llm.deactivate()
-            self._runners.clear()
+            self.session.close()
 
     def __enter__(self) -> "Pipeline":
         return self
@@ -140,15 +116,10 @@ class Pipeline:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _check_open(self) -> None:
+    def check_open(self) -> None:
+        """JFlowError "this Pipeline was closed" once close() ran (the request lock and the guard hook ask)."""
         if self._closed:
             raise JFlowError(CLOSED)
-
-    def _activate(self, runner) -> None:
-        """Open a graph from the checked files only: they are the same before and after it is read."""
-        self._pinned.check(f"opening graph {runner.name}")
-        runner.activate()
-        self._pinned.check(f"opening graph {runner.name}")
 
     @serialised
     def preload(self, *tasks: str) -> "Pipeline":
@@ -162,11 +133,7 @@ class Pipeline:
         return self
 
     def _open(self, task: str) -> None:
-        for name in TASK_GRAPHS[task]:
-            self.runner(name)
-        if self._llm_opened is not self.llm:  # (tests swap in another LLM form)
-            self._activate(self.llm.graph)
-            self._llm_opened = self.llm
+        self.session.open(TASK_GRAPHS[task])
 
     @contextmanager
     def tracing(self, tracer):
@@ -183,29 +150,14 @@ class Pipeline:
     @serialised
     def runner(self, name: str):
         """The runner of one graph, opened on first use (an answer-only app never loads the VAE)."""
-        if name not in self._runners:
-            runner = _Traced(self.backend.runner(name, self.graph_path(name), self.manifest.graph(name)), self)
-            self._activate(runner)
-            self._runners[name] = runner
-        return self._runners[name]
-
-    def graph_path(self, name: str) -> Path:
-        """The graph's file: the one `build --target onnxruntime` saved after ORT's offline optimization when
-        this onnxruntime made it, else the exported one."""
-        optimized = self.manifest.data.get("engines", {}).get("onnxruntime", {})
-        if self.backend.name == "onnxruntime" and name in optimized.get("graphs", {}) \
-                and optimized.get("onnxruntime_version") == self.backend.ort.__version__:
-            return self.manifest.path(optimized["graphs"][name])
-        return self.manifest.graph_path(name)
+        return self.session.runner(name)
 
     def output_buffers(self, name: str, axes: dict[str, int]) -> dict:
         """One pre-allocated buffer per output of a graph, axis names replaced by `axes`."""
-        return {t["name"]: self.backend.empty([axes.get(d, d) if isinstance(d, str) else d for d in t["shape"]],
-                                              NUMPY_DTYPES[t["dtype"]])
-                for t in self.manifest.graph(name)["outputs"]}
+        return self.session.output_buffers(name, axes)
 
     def embed(self, ids) -> np.ndarray:
-        return np.asarray(self.table[np.asarray(ids)], dtype=self.embed_dtype)
+        return self.session.embed(ids)
 
     # --- text to image ----------------------------------------------------------------------------
     @serialised
@@ -244,7 +196,7 @@ class Pipeline:
         for i, start in enumerate(starts):
             report = None if progress is None else (
                 lambda k, _, done=i * steps: progress(done + k, steps * len(starts)))
-            out.append(sample_latents(self, id_lists[start:start + chunk], noise[start:start + chunk], steps,
+            out.append(sample_latents(self.session, id_lists[start:start + chunk], noise[start:start + chunk], steps,
                                       cfg_weight, report))
         return np.concatenate(out)
 
@@ -320,7 +272,7 @@ class Pipeline:
             ids = np.asarray(ids)
             row = self.embed(ids)
             row[self.tokenizer.image_slots(ids, 1 + len(image))] = \
-                np.concatenate([self.beg_of_und, image.astype(self.embed_dtype)])
+                np.concatenate([self.session.beg_of_und, image.astype(self.embed_dtype)])
             rows.append(row)
         return rows, longest
 
@@ -331,7 +283,7 @@ class Pipeline:
         try:
             while True:
                 with self._lock:
-                    self._check_open()
+                    self.check_open()
                     step = next(steps, None)
                 if step is None:
                     return
@@ -340,7 +292,7 @@ class Pipeline:
             steps.close()  # an abandoned stream lets its KV cache go now
 
     def _decode(self, images, questions, max_new_tokens, temperature, top_p, seed):
-        self._check_open()
+        self.check_open()
         check_sampling(temperature, top_p)
         limit = int(self.limits["max_new_tokens"])
         if max_new_tokens is None:
@@ -352,17 +304,5 @@ class Pipeline:
         rows, longest = self.understanding_rows(images, questions)
         context = int(self.limits["max_context"])
         # The answer stops where the context is full (EOS usually comes first).
-        yield from decode_steps(self, rows, min(max_new_tokens, context - longest), temperature, top_p, seed)
-
-
-class _TracingBackend:
-    """The pipeline's backend as the LLM runner sees it: its runners are traced like the others."""
-
-    def __init__(self, backend, pipe: Pipeline):
-        self._backend, self._pipe = backend, pipe
-
-    def __getattr__(self, name):
-        return getattr(self._backend, name)
-
-    def runner(self, name, path, entry):
-        return _Traced(self._backend.runner(name, path, entry), self._pipe)
+        yield from decode_steps(self.session, rows, self.tokenizer.eos_id, min(max_new_tokens, context - longest),
+                                temperature, top_p, seed)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from jflow.artifact.json_file import BadJSON, read_json
+from jflow.json_file import BadJSON, read_json
 from jflow.errors import ConfigError
 from jflow.fields import check_fields, flag, non_empty_text, positive_int, positive_real, positive_real_or_three, \
     real_or_three

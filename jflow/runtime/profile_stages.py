@@ -15,7 +15,8 @@ from typing import Callable
 
 import numpy as np
 
-from jflow.runtime.ode import initial_noise, time_grid
+from jflow.runtime.ode import initial_noise
+from jflow.runtime.ode_loop import OdeLoop
 from jflow.runtime.profiler import Tracer, device_memory_used_mib, peak_rss_mib, summarize
 
 PROMPT = "a red cube on a wooden table, studio light"
@@ -65,36 +66,22 @@ def profile(pipe, runs: int = 5, warmup: int = 2, steps: int = 30, tick: Callabl
         # The cost of a decode step depends on how many tokens it attends to, not on their values: a cache
         # of zeros that claims `context` tokens times it without prefilling them.
         cache = llm.new_cache(1, context + runs + warmup + 1)
-        cache.lengths[:] = cache.positions[:] = context
+        cache.claim(context)
         stages[f"decode_token@{context}"] = _timed(lambda: llm.decode_one(cache, token), runs, warmup, tick)
 
-    ids = pipe.tokenizer.generation_ids(PROMPT)
-    prompt_rows = [pipe.embed(ids), pipe.embed(ids[:1])]
-    new = 1 + pipe.num_gen_tokens
-
-    def prefill():
-        cache = llm.new_cache(2, len(ids) + new)
-        llm.prefill(cache, prompt_rows, next_positions=[len(ids)] * 2)
-        return cache
-    stages["generation_prefill"] = _timed(prefill, runs, warmup, tick)
-
-    cache, axes = prefill(), {"batch": 1, "cfg_batch": 2}
-    encoder, decoder = pipe.runner("gen_encoder"), pipe.runner("gen_decoder")
-    encoded, decoded = pipe.output_buffers("gen_encoder", axes), pipe.output_buffers("gen_decoder", axes)
-    t_grid, dt = time_grid(steps)
-    z = backend.upload(initial_noise(0, 1, pipe.latent_size))
-    enc_feeds = {"z": z, "t": backend.upload(np.full(1, t_grid[steps // 2], np.float32))}
-    encoder.infer(enc_feeds, encoded)
-    hidden = llm.step(cache, encoded["step_embeds"])
-    dec_feeds = {"hidden_states": hidden, "skip": encoded["skip"], "t_emb": encoded["t_emb"], "z": z,
-                 "dt": backend.upload(np.array([dt], np.float32)), "cfg_weight": backend.upload(np.array([2.0], np.float32))}
-    stages["ode_step.gen_encoder"] = _timed(lambda: encoder.infer(enc_feeds, encoded), runs, warmup, tick)
-    stages["ode_step.llm"] = _timed(lambda: llm.step(cache, encoded["step_embeds"]), runs, warmup, tick)
-    stages["ode_step.gen_decoder"] = _timed(lambda: decoder.infer(dec_feeds, decoded), runs, warmup, tick)
+    # One prompt through the pipeline's own ODE loop; each part of a step timed at the middle step.
+    loop = OdeLoop(pipe.session, [pipe.tokenizer.generation_ids(PROMPT)], initial_noise(0, 1, pipe.latent_size),
+                   steps, cfg_weight=2.0)
+    stages["generation_prefill"] = _timed(loop.prefill, runs, warmup, tick)
+    loop.encode(steps // 2)
+    loop.attend()
+    stages["ode_step.gen_encoder"] = _timed(lambda: loop.encode(steps // 2), runs, warmup, tick)
+    stages["ode_step.llm"] = _timed(loop.attend, runs, warmup, tick)
+    stages["ode_step.gen_decoder"] = _timed(loop.update, runs, warmup, tick)
     stages["generation_total"] = _timed(lambda: pipe.generate_latents(PROMPT, steps=steps, seed=0),
                                         runs, min(warmup, 1), tick)
     vae, image_out = pipe.runner("vae_decoder"), pipe.output_buffers("vae_decoder", {"batch": 1})
-    stages["vae_decode"] = _timed(lambda: vae.infer({"latent": z}, image_out), runs, warmup, tick)
+    stages["vae_decode"] = _timed(lambda: vae.infer({"latent": loop.z}, image_out), runs, warmup, tick)
     return {"device": _device(pipe), "backend": pipe.backend.name, "llm_form": llm.graph_name,
             "threads": getattr(backend, "threads", None), "spin": getattr(backend, "spin", None),
             "precision": pipe.manifest.precision, "steps": steps, "runs": runs, "warmup": warmup, "stages": stages,

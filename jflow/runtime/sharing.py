@@ -28,7 +28,7 @@ def serialised(method):
     @functools.wraps(method)
     def locked(self, *args, **kwargs):
         with self._lock:
-            self._check_open()
+            self.check_open()
             return method(self, *args, **kwargs)
     return locked
 

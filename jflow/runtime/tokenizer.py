@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import AddedToken, Tokenizer
 
-from jflow.artifact.json_file import BadJSON, read_json
+from jflow.json_file import BadJSON, read_json
 from jflow.errors import ConfigError, InputError
 from jflow.fields import check_fields, flag
 from jflow.runtime.processor_config import ProcessorSettings

@@ -21,7 +21,6 @@ import numpy as np
 
 from jflow.artifact.arrays import load_npz
 from jflow.artifact.manifest import Manifest
-from jflow.artifact.precision import TOLERANCES
 from jflow.errors import InputError, JFlowError
 from jflow.runtime.backends import BACKENDS
 
@@ -138,11 +137,7 @@ def _first_line(e: BaseException) -> str:
 def _tolerance(m: Manifest, precision: str, group: str | None = None) -> dict[str, float]:
     """The bound the manifest states for a graph or end-to-end case: its own override (a quantized graph
     whose error `quantize` measured above its precision's bound), else its precision's."""
-    stated = m.data.get("tolerances", {})
-    override = stated.get("overrides", {}).get(group) if isinstance(stated.get("overrides"), dict) else None
-    if isinstance(override, dict) and {"rel_l2", "cosine"} <= set(override):
-        return override
-    return stated.get(precision) if isinstance(stated.get(precision), dict) else TOLERANCES[precision]
+    return m.tolerances.for_graph(group, precision).as_dict()
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
@@ -204,7 +199,7 @@ def _verify_understanding(pipe, case: dict, tol: dict) -> list[VerifyRow]:
     return rows + [row]
 
 
-def verify_artifact(dir: str | Path, backend: str = "onnxruntime", graphs: Sequence[str] | None = None, *,
+def verify_artifact(dir: str | Path | Manifest, backend: str = "onnxruntime", graphs: Sequence[str] | None = None, *,
                     providers: Sequence[str] | None = None, end_to_end: bool = True) -> VerifyReport:
     """Check an artifact's contract and files, run each graph on its reference inputs, and replay the
     end-to-end cases through the runtime. Never raises for a bad artifact: the report's `error`
@@ -212,7 +207,7 @@ def verify_artifact(dir: str | Path, backend: str = "onnxruntime", graphs: Seque
     from jflow.runtime.pipeline import Pipeline
     if backend not in BACKENDS:
         raise InputError(f"unknown verify backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    report = VerifyReport(artifact=Path(dir), backend=backend)
+    report = VerifyReport(artifact=dir.root if isinstance(dir, Manifest) else Path(dir), backend=backend)
     try:
         pipe = Pipeline.load(dir, backend=backend, providers=list(providers) if providers else None,
                              check_files="full")
@@ -242,12 +237,12 @@ def verify_artifact(dir: str | Path, backend: str = "onnxruntime", graphs: Seque
         for case in E2E:
             if not end_to_end or (graphs is not None and case not in graphs):
                 continue
-            path = m.reference.get("end_to_end", {}).get(case)
+            path = m.reference_path(case)
             if path is None:
                 report.rows.append(_fail(f"e2e:{case}", "the artifact has no reference case for it"))
                 continue
             try:
-                report.rows += checks[case](pipe, _load_npz(m.path(path)), _tolerance(m, m.precision, f"e2e:{case}"))
+                report.rows += checks[case](pipe, _load_npz(path), _tolerance(m, m.precision, f"e2e:{case}"))
             except (JFlowError, KeyError, ValueError, OSError) as e:
                 report.rows.append(_fail(f"e2e:{case}", f"replaying it failed: {_first_line(e)}"))
     if not report.rows and report.error is None:

@@ -9,4 +9,6 @@ this package, so a device that only embeds the runtime does not need it.
 - `request_queue.py`: the worker thread that owns the Pipeline, behind a bounded FIFO queue;
   `pipeline_work.py`: what a job does there.
 - `static/index.html`: the page (no build step, no CDN).
+- `triton/`: `jflow-export triton`, a Triton Inference Server model repository (the `triton` extra, not
+  `serve`; the server's Python models need only jflow's runtime).
 """

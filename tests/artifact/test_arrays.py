@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from jflow.artifact.manifest import ArtifactError, update_manifest
+from jflow.artifact.manifest import ArtifactError
+from jflow.artifact.writer import ArtifactWriter
 from jflow.cli import main
 from jflow.runtime.pipeline import Pipeline
 from jflow.runtime.verify import verify_artifact
@@ -20,7 +21,7 @@ def art(tiny_artifact, tmp_path):
 
 def _replace(art, rel, write):
     write(art / rel)
-    update_manifest(art, {}, rehash=[rel])  # a consistent manifest: only the file's content is wrong
+    ArtifactWriter(art).update({}, rehash=[rel])  # a consistent manifest: only the file's content is wrong
 
 
 def _pickled(path):

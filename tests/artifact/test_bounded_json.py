@@ -46,7 +46,7 @@ def test_nesting_the_parser_survives_is_refused_too(art):
 
 
 def test_json_files_are_read_within_a_size_bound(tmp_path):
-    from jflow.artifact.json_file import BadJSON, read_json
+    from jflow.json_file import BadJSON, read_json
     path = tmp_path / "big.json"
     path.write_text(json.dumps({"x": "y" * 5000}))
     assert read_json(path, max_bytes=6000)["x"] == "y" * 5000

@@ -34,7 +34,8 @@ def portable_samples(tiny_artifact, photos, tmp_path_factory):
     the tiny artifact copied with llm_ort left out of its manifest."""
     import shutil
 
-    from jflow.artifact.manifest import Manifest, write_manifest
+    from jflow.artifact.manifest import Manifest
+    from jflow.artifact.writer import ArtifactWriter
     from jflow.calibration.collect import collect_samples
     from jflow.calibration.data import calibration_set
     root = tmp_path_factory.mktemp("portable")
@@ -42,5 +43,5 @@ def portable_samples(tiny_artifact, photos, tmp_path_factory):
     data = dict(Manifest.load(art).data)
     data["graphs"] = {n: g for n, g in data["graphs"].items() if n != "llm_ort"}
     (art / "onnx" / "llm_ort.onnx").unlink()
-    write_manifest(art, data)
+    ArtifactWriter(art).create(data)
     return collect_samples(art, calibration_set(2, photos), root / "cache", steps=3, log=lambda _: None)

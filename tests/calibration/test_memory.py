@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 import onnx, onnxruntime
 import jflow.calibration.quantize as q
+from jflow.calibration.recipe import QuantRecipe
 def rss():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 src, out = Path(sys.argv[1] if len(sys.argv) > 1 else "{src}"), Path("{out}")
@@ -59,7 +60,7 @@ def test_int4_and_int8_writing_hold_one_weight_not_the_model(tmp_path):
     src = tmp_path / "stack.onnx"
     weights = _stacked_qkv(src)
     int4 = _peak_growth(PRELUDE.format(src=src, out=tmp_path / "int4.onnx") + """
-q._int4(src, out, 32)
+q.quantize_llm_int4(src, out, QuantRecipe("int4", block_size=32))
 print(json.dumps({"growth": rss() - base}))
 """)
     int8 = _peak_growth(PRELUDE.format(src=src, out=tmp_path / "int8.onnx") + """

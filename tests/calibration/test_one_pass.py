@@ -80,3 +80,24 @@ def test_the_portable_form_takes_llm_orts_activation_ranges_by_weight(quantized)
         return found
     fused, portable = scales_by_weight("llm_ort"), scales_by_weight("llm")
     assert fused and portable == fused
+
+
+def test_int8_reads_each_llm_weight_at_most_four_times(tiny_artifact, photos, quantized, tmp_path, monkeypatch):
+    # Both fp32 LLM forms read their weights from one data file. The calibrated form was opened (every weight
+    # hashed) and its smoothing scales computed to measure the ranges, then each form hashed the weights and
+    # recomputed the scales again at its own turn: 8 reads of a smoothed weight (6.6 GB read and hashed three
+    # times over at full size). Now: hashed once, read once for its smoothing scale, read by each form's writer.
+    import numpy as np
+    from collections import Counter
+    reads = Counter()
+    real = np.fromfile
+
+    def counted(file, *args, **kwargs):
+        reads[(str(file), kwargs.get("offset", 0))] += 1
+        return real(file, *args, **kwargs)
+    monkeypatch.setattr(np, "fromfile", counted)
+    quantize_artifact(tiny_artifact, tmp_path / "int8", "int8", calib=photos, samples=2, steps=3,
+                      cache=quantized["int8"].parent / "cache", log=lambda _: None)
+    llm = {key: n for key, n in reads.items() if "/llm" in key[0]}
+    assert llm, reads
+    assert max(llm.values()) <= 4, sorted(llm.items(), key=lambda kv: -kv[1])[:3]

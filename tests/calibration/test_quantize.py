@@ -107,7 +107,7 @@ def test_onnxruntime_runs_every_int8_gemm_as_an_integer_kernel(quantized, name, 
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(tmp_path / f"{name}.opt.onnx")
     options.add_session_config_entry("session.optimized_model_external_initializers_file_name", "opt.data")
-    from jflow.runtime.ort_backend import disabled_optimizers
+    from jflow.artifact.contract import disabled_optimizers
     entry = Manifest.load(quantized["int8"]).graph(name)  # the runtime creates its sessions the same way
     ort.InferenceSession(str(quantized["int8"] / "onnx" / f"{name}.onnx"), options, providers=["CPUExecutionProvider"],
                          disabled_optimizers=disabled_optimizers(entry))

@@ -33,7 +33,7 @@ def test_onnxruntime_target(artifact_copy):
     assert all((artifact_copy / rel).is_file() and rel in m.files for rel in graphs.values())
     pipe = Pipeline.load(artifact_copy)
     optimized = pipe.generate_latents("a cat", steps=2, seed=1)
-    assert pipe.graph_path("gen_encoder").as_posix().endswith("ort/gen_encoder.onnx")  # the optimized graph is used
+    assert pipe.runner("gen_encoder").path.as_posix().endswith("ort/gen_encoder.onnx")  # the optimized graph is used
     plain = Pipeline.load(artifact_copy)
     plain.manifest.data["engines"] = {}
     assert np.abs(optimized - plain.generate_latents("a cat", steps=2, seed=1)).max() <= 1e-5
@@ -61,11 +61,11 @@ def test_components_each_target_cannot_build_are_refused(artifact_copy):
     from jflow.errors import InputError
     with pytest.raises(InputError, match="llm_ort is the LLM"):
         build(artifact_copy, target="onnxruntime", components=["llm_ort"], log=lambda _: None)
-    from jflow.engines.build import _components
+    from jflow.engines.build import components_for
     m = Manifest.load(artifact_copy)
-    assert _components(m, "tensorrt", None) == ["siglip", "llm", "gen_encoder", "gen_decoder", "vae_decoder"]
+    assert components_for(m, "tensorrt", None) == ["siglip", "llm", "gen_encoder", "gen_decoder", "vae_decoder"]
     with pytest.raises(InputError, match="TensorRT builds `llm`"):
-        _components(m, "tensorrt", ["llm_ort"])
+        components_for(m, "tensorrt", ["llm_ort"])
 
 
 def test_cli_tensorrt_target_fails_fast_without_tensorrt(tmp_path, artifact_copy):
@@ -136,9 +136,9 @@ def test_build_never_writes_through_a_link_out_of_the_artifact(artifact_copy, tm
 
 
 def test_a_graph_onnxruntime_refuses_is_one_line_naming_it(artifact_copy):
-    from jflow.artifact.manifest import update_manifest
+    from jflow.artifact.writer import ArtifactWriter
     (artifact_copy / "onnx" / "gen_encoder.onnx").write_bytes(b"\x08\x07garbage")
-    update_manifest(artifact_copy, {}, rehash=["onnx/gen_encoder.onnx"])
+    ArtifactWriter(artifact_copy).update({}, rehash=["onnx/gen_encoder.onnx"])
     result = CliRunner().invoke(main, ["build", "--out", str(artifact_copy), "--target", "onnxruntime",
                                        "--components", "gen_encoder"])
     assert result.exit_code == 1 and "graph gen_encoder: onnxruntime refused to optimize" in result.output
@@ -157,15 +157,15 @@ def fake_tensorrt(monkeypatch):
 
 
 def test_auto_backend_falls_back_only_when_tensorrt_is_missing(fake_tensorrt, monkeypatch):
-    from jflow.artifact import engines
     from jflow.artifact.engines import EngineIdentity, StaleEngineError
+    from jflow.engines import machine
     section = {"tensorrt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": "8.7", "graphs": {}}
-    monkeypatch.setattr(engines, "gpu_identity", lambda: (_ for _ in ()).throw(RuntimeError("no NVIDIA GPU found")))
+    monkeypatch.setattr(machine, "gpu_identity", lambda: (_ for _ in ()).throw(RuntimeError("no NVIDIA GPU found")))
     with pytest.raises(Exception, match="no NVIDIA GPU found"):  # TensorRT here but unusable: said, not hidden
         make_backend("auto", engines={"tensorrt": section})
-    monkeypatch.setattr(engines, "probe_identity", lambda: EngineIdentity("10.7.0", "Orin", "8.7"))
-    import jflow.runtime.tensorrt_backend as trt_backend
-    monkeypatch.setattr(trt_backend, "probe_identity", engines.probe_identity)
+    monkeypatch.setattr(machine, "probe_identity", lambda: EngineIdentity("10.7.0", "Orin", "8.7"))
+    import jflow.runtime.backends.tensorrt as trt_backend
+    monkeypatch.setattr(trt_backend, "probe_identity", machine.probe_identity)
     with pytest.raises(StaleEngineError, match="rebuild them here"):  # engines for another TensorRT
         make_backend("auto", engines={"tensorrt": section})
     monkeypatch.delitem(__import__("sys").modules, "tensorrt")

@@ -4,7 +4,7 @@ import pytest
 
 from jflow.engines.profiles import graph_profiles, input_shapes, llm_profiles, profiles_for_manifest
 from jflow.errors import InputError
-from jflow.runtime.engine_profiles import select_profile
+from jflow.runtime.backends.tensorrt import select_profile
 from jflow.artifact.manifest import Manifest
 
 LIMITS = {"max_batch": 3, "max_context": 1024, "max_new_tokens": 16}

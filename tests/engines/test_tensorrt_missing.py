@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from jflow.artifact.manifest import update_manifest
+from jflow.artifact.writer import ArtifactWriter
 from jflow.engines.targets import tensorrt_status
 
 SECTION = {"tensorrt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": "8.7", "graphs": {}}
@@ -23,7 +23,7 @@ INSTEAD = "or run this artifact on ONNX Runtime instead with --backend onnxrunti
 @pytest.fixture(scope="module")
 def engines_art(tiny_artifact, tmp_path_factory):
     art = shutil.copytree(tiny_artifact, tmp_path_factory.mktemp("trt") / "art")
-    update_manifest(art, {"engines": {"tensorrt": SECTION}})
+    ArtifactWriter(art).update({"engines": {"tensorrt": SECTION}})
     return art
 
 

@@ -16,7 +16,8 @@ from jflow.artifact.spec import Limits
 from jflow.modeling.understanding import answer_tokens, understanding_embeddings
 from jflow.runtime.batching import generation_batch
 from jflow.runtime.image_io import preprocess_images
-from jflow.artifact.manifest import Manifest, file_hashes
+from jflow.artifact.files import file_hashes
+from jflow.artifact.manifest import Manifest
 from jflow.runtime.ode import initial_noise, time_grid
 from jflow.runtime.verify import verify_artifact
 

@@ -8,7 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from jflow.errors import JFlowError
-from jflow.runtime.llm_runner import llm_runner
 from jflow.runtime.pipeline import Pipeline
 
 QUESTION = "what is in this picture?"
@@ -129,14 +128,15 @@ def test_close_inside_a_running_call_ends_it_with_a_clear_error(tiny_artifact, p
 
 
 def test_closing_under_a_loop_that_drives_the_llm_directly(tiny_artifact, photo):
-    # Tools (calibration, the counting tests) drive pipe.llm without the Pipeline's wrappers: the runner
-    # itself says its session was released.
+    # Tools (verify, profile) drive pipe.llm themselves, outside the Pipeline's request lock: a binding
+    # prepared before close() says its session was released (before any hook runs), never NoneType.
     pipe = Pipeline.load(tiny_artifact)
-    pipe.llm = llm_runner(pipe.backend, pipe.manifest)
-    steps = pipe._decode([photo], [QUESTION], 6, 0.0, 1.0, None)
-    next(steps)
-    next(steps)  # the decode step's binding is made: the next token only runs it
+    llm = pipe.llm
+    rows, _ = pipe.understanding_rows([photo], [QUESTION])
+    cache = llm.new_cache(1, capacity=len(rows[0]) + 6)
+    llm.prefill(cache, rows)
+    llm.decode_one(cache, pipe.embed([[5]]))  # the decode step's binding is made: the next token only runs it
     pipe.close()
     with pytest.raises(JFlowError, match="graph llm_ort: its session was released .the Pipeline was closed.") as e:
-        next(steps)
+        llm.decode_one(cache, pipe.embed([[6]]))
     assert "NoneType" not in str(e.value)

@@ -7,11 +7,12 @@ import torch
 
 from jflow.errors import InputError
 from jflow.modeling.llm import llm_step
+from jflow.runtime.backends import Hook
 from jflow.runtime.llm_runner import FusedLlm, PortableLlm, llm_runner
 from jflow.runtime.ode import initial_noise
 from jflow.runtime.pipeline import Pipeline
 
-FORMS = ["onnxruntime", "portable"]
+FORMS = ["llm_ort", "llm"]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def _rel(a, b):
 
 def test_the_runtime_picks_the_fused_form_on_onnxruntime(pipe):
     assert isinstance(pipe.llm, FusedLlm) and pipe.llm.graph_name == "llm_ort"
-    assert isinstance(_runner(pipe, "portable"), PortableLlm)
+    assert isinstance(_runner(pipe, "llm"), PortableLlm) and _runner(pipe, "llm").graph_name == "llm"
     with pytest.raises(InputError, match="unknown LLM form"):
         _runner(pipe, "cuda-graphs")
 
@@ -112,30 +113,14 @@ def test_a_full_cache_and_positions_past_the_context_are_clear_errors(pipe):
         llm.step(cache, np.zeros((1, 2, llm.hidden_size), np.float32))
 
 
-class CountingBackend:
-    """The real ONNX Runtime backend, counting what the loops ask of it between two marks."""
+class Counting(Hook):
+    """Counts what the loops ask of the real ONNX Runtime backend between two marks (a hook on its tensors)."""
 
-    def __init__(self, backend):
-        self.inner, self.name, self.device = backend, backend.name, backend.device
+    def __init__(self):
         self.counts = {"alloc": 0, "download": 0, "write": 0}
 
-    def runner(self, name, path, entry):
-        return self.inner.runner(name, path, entry)
-
-    def empty(self, shape, dtype):
-        self.counts["alloc"] += 1
-        return self.inner.empty(shape, dtype)
-
-    def upload(self, array, out=None):
-        self.counts["write" if out is not None else "alloc"] += 1
-        return self.inner.upload(array, out)
-
-    def view(self, handle, shape):
-        return self.inner.view(handle, shape)
-
-    def download(self, handle):
-        self.counts["download"] += 1
-        return self.inner.download(handle)
+    def tensor(self, kind):
+        self.counts[kind] += 1
 
     def mark(self) -> dict:
         seen, self.counts = self.counts, {k: 0 for k in self.counts}
@@ -144,9 +129,9 @@ class CountingBackend:
 
 @pytest.mark.parametrize("form", FORMS)
 def test_loops_allocate_nothing_and_read_back_only_logits(tiny_artifact, photo, form):
-    pipe = Pipeline.load(tiny_artifact)
-    counting = pipe.backend = CountingBackend(pipe.backend)
-    pipe.llm = llm_runner(counting, pipe.manifest, form)
+    counting = Counting()
+    pipe = Pipeline.load(tiny_artifact, llm_form=form, hooks=[counting])
+    assert pipe.llm.graph_name == form
     per_step = []
     pipe.generate_latents("a red cube", steps=4, seed=0, progress=lambda k, n: per_step.append(counting.mark()))
     assert per_step[0]["alloc"] > 0  # the first step makes its buffers (the llm step's outputs) ...
@@ -154,7 +139,7 @@ def test_loops_allocate_nothing_and_read_back_only_logits(tiny_artifact, photo, 
 
     counting.mark()  # (generate_latents read its final latent after the last step)
     per_token = []
-    for _ in pipe._decode([photo], ["what is in this picture?"], 6, 0.0, 1.0, None):
+    for _ in pipe.answer_token_ids(photo, "what is in this picture?", max_new_tokens=6):
         per_token.append(counting.mark())
     # Token 1 comes from the prefill (after reading SigLIP's image embeddings); every later one is one decode
     # step: its inputs written into buffers made at the first decode step, and one read of the logits.
@@ -178,9 +163,8 @@ def gqa_tied(tmp_path_factory):
 @pytest.mark.parametrize("form", FORMS)
 def test_grouped_query_attention_and_tied_embeddings(gqa_tied, photo, form):
     ref, path = gqa_tied
-    with Pipeline.load(path) as pipe:
-        pipe.llm = llm_runner(pipe.backend, pipe.manifest, form)
-        assert pipe.llm.kv_heads == 2
+    with Pipeline.load(path, llm_form=form) as pipe:
+        assert pipe.llm.kv_heads == 2 and pipe.llm.graph_name == form
         noise = initial_noise(4, 2, 48)
         latents = pipe.generate_latents(["a cat", "a robot arm picks up a blue ball"], steps=2, noise=noise)
         expected = ref.generate(["a cat", "a robot arm picks up a blue ball"], steps=2, noise=noise)
@@ -197,5 +181,5 @@ def test_bound_tensors_keep_the_contract_shapes(pipe):
     llm.prefill(cache, [pipe.embed([1, 5, 6]), pipe.embed([1])], next_positions=[3, 3])
     llm.step(cache, np.zeros((2, 4, llm.hidden_size), np.float32))
     llm.decode_one(cache, pipe.embed([[7], [7]]))
-    for phase in (cache.phases[("step", 4)]["io"][0], cache.phases["decode"][0]):
-        assert phase["total_sequence_length"].shape == () and phase["seqlens_k"].shape == (2,)
+    for binding in (cache.steps[4], cache.decode):
+        assert binding.feeds["total_sequence_length"].shape == () and binding.feeds["seqlens_k"].shape == (2,)

@@ -51,7 +51,7 @@ def test_batch_and_num_images_equal_single_calls(pipe):
 def test_pipeline_closes_and_refuses_use_after_close(tiny_artifact, photo):
     with Pipeline.load(tiny_artifact) as p:
         p.answer_tokens(photo, QUESTION, max_new_tokens=1)
-        sessions = [r.inner for r in p._runners.values()] + [p.llm.graph.inner]
+        sessions = [*p.session.runners.values(), p.llm.graph]
         assert all(s.session is not None for s in sessions)
     assert all(s.session is None for s in sessions)  # every session released
     for call in (lambda: p.generate_latents("a cat", steps=1, seed=0), lambda: p.answer(photo, QUESTION),

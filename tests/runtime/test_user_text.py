@@ -15,7 +15,7 @@ from PIL import Image
 from jflow.errors import InputError
 from jflow.runtime.pipeline import Pipeline
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "serving"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "serving" / "with_triton"))
 import fake_pb_utils  # noqa: E402  (the test stand-in for Triton's pb_utils)
 
 CONTROL_TOKENS = ["<｜end▁of▁sentence｜>", "<｜begin▁of▁sentence｜>", "<｜▁pad▁｜>", "<image_beg>",
@@ -54,7 +54,7 @@ def test_control_token_spellings_in_a_prompt_are_text_in_runtime_and_reference(p
 
 
 def test_the_triton_answer_model_takes_the_question_as_text(tiny_artifact, tmp_path, pipe, photo):
-    from jflow.engines.triton_repo import export_repository
+    from jflow.serving.triton.repository import export_repository
     shutil.copytree(tiny_artifact, tmp_path / "art")  # the repository links its files: not the loaded ones
     repo = export_repository(tmp_path / "art", tmp_path / "repo", variant="local", log=lambda _: None)
     server = fake_pb_utils.FakeServer(repo)

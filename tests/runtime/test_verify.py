@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from jflow.artifact.manifest import update_manifest
+from jflow.artifact.writer import ArtifactWriter
 from jflow.errors import InputError, JFlowError
 from jflow.runtime.pipeline import Pipeline
 from jflow.runtime.verify import compare, format_table, verify_artifact
@@ -31,7 +31,7 @@ def _edit_npz(root, rel, **arrays):
         data = {k: z[k] for k in z.files}
     data.update(arrays)
     np.savez(root / rel, **data)
-    update_manifest(root, {}, rehash=[rel])
+    ArtifactWriter(root).update({}, rehash=[rel])
     return data
 
 
@@ -60,7 +60,7 @@ def test_a_perturbed_reference_fails_on_numbers_and_the_manifest_states_the_boun
     assert not report.ok and not row.passed and row.rel_l2 == pytest.approx(1e-3, rel=1e-2)
     assert "rel L2 over tolerance" in row.note and "0 failed" not in format_table(report)
     _edit_manifest(art, lambda d: d["tolerances"]["fp32"].update(rel_l2=1e-2))  # bounds are the manifest's
-    update_manifest(art, {})
+    ArtifactWriter(art).update({})
     assert verify_artifact(art, graphs=["gen_decoder"]).ok
 
 
@@ -75,7 +75,7 @@ def test_an_edited_input_dtype_fails_verify_and_is_one_clear_error_in_the_runtim
 
 def test_an_unloadable_graph_is_a_fail_row(art):
     (art / "onnx" / "gen_decoder.onnx").write_bytes(b"not an onnx model")
-    update_manifest(art, {}, rehash=["onnx/gen_decoder.onnx"])
+    ArtifactWriter(art).update({}, rehash=["onnx/gen_decoder.onnx"])
     report = verify_artifact(art, graphs=["gen_decoder"])
     assert not report.ok and "graph gen_decoder: onnxruntime cannot open gen_decoder.onnx" in report.rows[0].note
 
@@ -119,7 +119,7 @@ def test_verify_refuses_what_the_runtime_refuses(art, change, message):
 
 def test_a_wrong_embedding_table_is_refused_by_both(art):
     np.save(art / "embeddings" / "beg_of_und_embed.npy", np.zeros((1, 7), np.float32))
-    update_manifest(art, {}, rehash=["embeddings/beg_of_und_embed.npy"])
+    ArtifactWriter(art).update({}, rehash=["embeddings/beg_of_und_embed.npy"])
     assert "do not fit an LLM of width 64" in verify_artifact(art).error
 
 

@@ -24,10 +24,11 @@ def answer_artifact(src: Path, dst: Path, max_new_tokens: int = 512) -> Path:
     """The tiny artifact with room for a long answer. Its greedy answer is 292 tokens (the shared fixture stops
     at 16, in under 0.1 s): a stream long enough to be cut by a client that goes away. Only the manifest's
     limit changes; the graphs take any length up to max_context."""
-    from jflow.artifact.manifest import Manifest, update_manifest
+    from jflow.artifact.manifest import Manifest
+    from jflow.artifact.writer import ArtifactWriter
     shutil.copytree(src, dst)
     limits = dict(Manifest.load(dst, check_files=False).data["limits"], max_new_tokens=max_new_tokens)
-    update_manifest(dst, {"limits": limits})
+    ArtifactWriter(dst).update({"limits": limits})
     return dst
 
 

@@ -12,7 +12,7 @@ rows (cond, then uncond) and gen_decoder takes dt and cfg_weight of shape [1], s
 from __future__ import annotations
 
 from jflow.errors import JFlowError
-from jflow.runtime.triton_model import DECOUPLED, MODEL_NAMES, TASKS
+from jflow.serving.triton.model import DECOUPLED, MODEL_NAMES, TASKS
 
 TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64", "int32": "TYPE_INT32"}
 PLATFORMS = {"tensorrt": "tensorrt_plan", "onnxruntime": "onnxruntime_onnx"}
@@ -67,7 +67,7 @@ def graph_config(name: str, entry: dict, engine: str, instances: int, max_queue_
 
 
 def python_config(task: str, runner: str, instances: int):
-    """The ModelConfig of janusflow_generate or janusflow_answer (Python backend, see jflow.runtime.triton_model)."""
+    """The ModelConfig of janusflow_generate or janusflow_answer (Python backend, see jflow.serving.triton.model)."""
     pb = model_config_pb2()
     inputs, outputs = TASKS[task]
     config = pb.ModelConfig(name=MODEL_NAMES[task], backend="python", max_batch_size=0)

@@ -5,7 +5,7 @@
   response per text piece, then an empty final one (gRPC streaming clients; see README "Triton").
 
 Each model's config says how its Pipeline runs (parameter `runner`): "bls", the graphs are the
-repository's other models, called through BLS (`jflow.runtime.triton_backend`); "local", the Pipeline
+repository's other models, called through BLS (`jflow.serving.triton.bls_backend`); "local", the Pipeline
 holds the artifact on ONNX Runtime in this process, for servers without GPU backends. The generated
 model.py sets `pb_utils` (Triton's triton_python_backend_utils, which exists only inside the server).
 """
@@ -23,7 +23,7 @@ import numpy as np
 from jflow.errors import InputError, JFlowError
 from jflow.runtime.image_io import load_image
 from jflow.runtime.pipeline import Pipeline
-from jflow.runtime.triton_backend import bls_pipeline
+from jflow.serving.triton.bls_backend import bls_pipeline
 
 ARTIFACT_DIR = "artifact"  # in the model's version folder
 RUNNERS = ("bls", "local")

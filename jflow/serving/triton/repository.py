@@ -23,20 +23,20 @@ from typing import Callable
 
 from jflow.artifact.contract import GRAPH_NAMES, ArtifactError
 from jflow.artifact.manifest import MANIFEST_NAME, Manifest
-from jflow.engines.triton_config import MODEL_FILES, graph_config, model_config_pb2, python_config, to_pbtxt
 from jflow.errors import InputError
 from jflow.fsutil import atomic_write_bytes, check_new_dir, staged_dir
-from jflow.runtime.triton_backend import host_files
-from jflow.runtime.triton_model import ARTIFACT_DIR, MODEL_NAMES
+from jflow.serving.triton.bls_backend import host_files
+from jflow.serving.triton.configs import MODEL_FILES, graph_config, model_config_pb2, python_config, to_pbtxt
+from jflow.serving.triton.model import ARTIFACT_DIR, MODEL_NAMES
 
 ENGINES = tuple(MODEL_FILES)
 VARIANTS = ("bls", "local")
 VERSION = "1"
-MODEL_PY = '''"""Written by `jflow-export triton`: a Triton Python-backend model over jflow's loops (jflow.runtime.triton_model).
-Needs jflow (numpy, onnxruntime, tokenizers, pillow) in the server's Python."""
+MODEL_PY = '''"""Written by `jflow-export triton`: a Triton Python-backend model over jflow's loops
+(jflow.serving.triton.model). Needs jflow (numpy, onnxruntime, tokenizers, pillow) in the server's Python."""
 import triton_python_backend_utils as pb_utils
 
-from jflow.runtime.triton_model import JanusFlowModel
+from jflow.serving.triton.model import JanusFlowModel
 
 
 class TritonPythonModel(JanusFlowModel):
@@ -75,17 +75,17 @@ def export_repository(artifact: str | Path, out: str | Path, engines: str = "onn
             for rel in [MANIFEST_NAME, *files]:
                 _place(manifest.root / rel, folder / ARTIFACT_DIR / rel)
             atomic_write_bytes(folder / "model.py", MODEL_PY.encode())
-            _write_config(repo / model, python_config(task, variant, instances))
+            write_config(repo / model, python_config(task, variant, instances))
             log(f"  {model:<18} python ({'graphs through BLS' if variant == 'bls' else 'ONNX Runtime in-process'})")
     return out
 
 
 def _tensorrt_plans(manifest: Manifest) -> dict[str, dict]:
     """{graph: engine entry} of the artifact's TensorRT section, or one line saying what is missing."""
-    section = manifest.data.get("engines", {}).get("tensorrt")
-    if not section:
+    section = manifest.engines.tensorrt
+    if section is None:
         raise ArtifactError(f"{manifest.root} has no TensorRT engines; {BUILD_ENGINES.format(root=manifest.root)}")
-    entries = section.get("graphs", {})
+    entries = {name: plan.to_dict() for name, plan in section.graphs.items()}
     missing = [g for g in GRAPH_NAMES if g not in entries]
     if missing:
         raise ArtifactError(f"{manifest.root} has no TensorRT engine for {', '.join(missing)}; "
@@ -106,10 +106,11 @@ def _graph_model(repo: Path, manifest: Manifest, name: str, engines: str, plan: 
                 _place(manifest.path(rel), folder / Path(rel).name)
     config = graph_config(name, manifest.graph(name), engines, instances, delay_us,
                           plan["profiles"] if plan is not None else None)
-    _write_config(repo / name, config)
+    write_config(repo / name, config)
 
 
-def _write_config(folder: Path, config) -> None:
+def write_config(folder: Path, config) -> None:
+    """folder/config.pbtxt, written atomically (a failure leaves the staged repository, never a half file)."""
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(folder / "config.pbtxt", to_pbtxt(config).encode())
 

@@ -1,0 +1,1 @@
+"""Peak host memory (and wall time) of a full-size export, generation and quantize."""

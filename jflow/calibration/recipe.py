@@ -1,0 +1,64 @@
+"""A quantization recipe: every setting of `jflow-export quantize` in one frozen, checked value.
+
+The CLI builds one from its options, `quantize_artifact` takes one, and the studies in
+benchmarks/quantization/ vary one field at a time (`dataclasses.replace`), so a study and the shipped
+quantizer cannot drift apart. Every field is checked when the recipe is made: a bad one is one line
+naming the CLI option, before any file is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from jflow.artifact.precision import QUANTIZED
+from jflow.calibration import KEEP_FLOAT, METHODS, SMOOTH_ALPHA
+from jflow.errors import InputError
+
+
+@dataclass(frozen=True)
+class QuantRecipe:
+    precision: str  # "int8" (W8A8 on every compute graph) or "int4" (LLM weights int4, the rest int8)
+    method: str = "minmax"  # how int8 activation ranges are calibrated (METHODS)
+    smooth: float = SMOOTH_ALPHA  # SmoothQuant migration strength for the LLM's int8 GEMMs; 0: off
+    keep_float: tuple[str, ...] = KEEP_FLOAT  # int8: LLM GEMM roles left float (llm_graph.FLOAT_GEMMS)
+    block_size: int = 32  # int4: weights per quantization block along the input dimension
+    symmetric: bool = True  # int4: zero point 0 (the only grid jflow writes; a field so a study says so)
+    exclude: tuple[str, ...] = ()  # node names left float beyond the roles: for one-graph studies only
+    samples: int = 8  # calibration prompts and questions (each prompt a whole generation)
+    steps: int = 30  # ODE steps of each calibration generation
+
+    def __post_init__(self) -> None:
+        # Here, not at the top: llm_graph needs onnx, and the CLI reads this class's defaults on any machine.
+        from jflow.calibration.llm_graph import FLOAT_GEMMS
+        if self.precision not in QUANTIZED:
+            raise InputError(f"--precision must be one of {', '.join(QUANTIZED)}, got {self.precision!r}")
+        if self.method not in METHODS:
+            raise InputError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if not _whole(self.block_size) or self.block_size < 16 or self.block_size & (self.block_size - 1):
+            raise InputError(f"--block-size must be a power of two >= 16, got {self.block_size!r}")
+        if not isinstance(self.smooth, (int, float)) or not 0 <= self.smooth < 1:
+            raise InputError(f"--smooth must be a migration strength in [0, 1) (0: off), got {self.smooth!r}")
+        if isinstance(self.keep_float, str) or not set(self.keep_float) <= set(FLOAT_GEMMS):
+            raise InputError(f"--keep-float takes roles among {', '.join(FLOAT_GEMMS)} (comma-separated) or none, "
+                             f"got {self.keep_float!r}")
+        if self.symmetric is not True:
+            raise InputError(f"symmetric must be True: jflow writes symmetric int4 only, got {self.symmetric!r}")
+        if isinstance(self.exclude, str):
+            raise InputError(f"exclude takes a tuple of node names, got the string {self.exclude!r}")
+        for option, value in (("--samples", self.samples), ("--steps", self.steps)):
+            if not _whole(value) or value < 1:
+                raise InputError(f"{option} must be a whole number >= 1, got {value!r}")
+        # Lists become tuples: the recipe stays hashable and equal to one spelled with tuples.
+        object.__setattr__(self, "keep_float", tuple(self.keep_float))
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+
+    @classmethod
+    def of(cls, recipe: QuantRecipe | str, **settings) -> QuantRecipe:
+        """`recipe` with `settings` (field=value) applied; a precision string starts from the defaults."""
+        if isinstance(recipe, QuantRecipe):
+            return replace(recipe, **settings) if settings else recipe
+        return cls(recipe, **settings)
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,201 @@
+"""ONNX Runtime behind the runner seam (CPU, and CUDA when onnxruntime-gpu is installed).
+
+Handles: numpy arrays on the CPU (ORT binds their memory directly, no copy), `CudaTensor`s on CUDA.
+Every call binds inputs and outputs by pointer through IOBinding, so a pre-allocated output (the KV
+cache, the next z) is written where it already lives, and an input that is also an output (the KV
+cache of the fused LLM) is updated in place.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from jflow.artifact.contract import disabled_optimizers
+from jflow.errors import InputError, JFlowError
+from jflow.runtime.backends.base import BaseRunner, HostTensors, Prepared, check_io, graph_error
+
+GPU_PROVIDERS = ("CUDAExecutionProvider",)  # TensorRT runs through our own TensorRT backend instead
+
+
+@dataclass
+class CudaTensor:
+    """A device buffer (or a view of its first elements, with another shape) on the CUDA provider."""
+    value: Any  # the OrtValue that owns the memory
+    shape: tuple
+    dtype: np.dtype
+
+    @property
+    def ptr(self) -> int:
+        return self.value.data_ptr()
+
+
+class Bound(NamedTuple):
+    """A bound call: the IOBinding and the session that made it (a binding runs only on its own session)."""
+    session: Any
+    binding: Any
+    keep: list  # host arrays converted for this binding must outlive it
+    given: int  # outputs bound to the caller's buffers; those onnxruntime allocated come after them
+    wanted: list
+
+
+class OrtRunner(BaseRunner):
+    binds_once = True  # IOBinding holds the buffers' addresses: a prepared call only runs
+
+    def __init__(self, backend: "OnnxRuntimeBackend", name: str, path: Path, entry: dict):
+        super().__init__(backend, name, entry)
+        self.path = path
+        self.session = None
+        self._opening = threading.Lock()  # two threads' first calls must not make two sessions
+
+    def activate(self) -> None:
+        if self.session is not None:
+            return
+        with self._opening:
+            if self.session is None:
+                session = self.backend.session(self.name, self.path, disabled_optimizers(self.entry))
+                check_io(self.name, self.entry,
+                         {t.name: _ORT_TYPES.get(t.type, t.type) for t in session.get_inputs()},
+                         {t.name: _ORT_TYPES.get(t.type, t.type) for t in session.get_outputs()})
+                self.session = session
+
+    def deactivate(self) -> None:
+        self.session = None
+
+    def bind(self, feeds: dict[str, Any], given: dict[str, Any], wanted: list[str]) -> Bound:
+        b, session = self.backend, self.session
+        if session is None:  # released by another thread after activate
+            raise self._released()
+        binding = session.io_binding()
+        keep = []
+        for name, value in feeds.items():
+            if isinstance(value, np.ndarray) and b.device != "cpu":
+                value = b.upload(value)
+            keep.append(value)
+            binding.bind_input(name, b.device, 0, *b.describe(value))
+        for name, handle in given.items():
+            binding.bind_output(name, b.device, 0, *b.describe(handle))
+        for name in wanted:
+            binding.bind_output(name, b.device)
+        return Bound(session, binding, keep, len(given), wanted)
+
+    def execute(self, bound: Bound) -> dict[str, Any]:
+        if self.session is None:  # deactivated (Pipeline.close) after this call was bound
+            raise self._released()
+        try:
+            bound.session.run_with_iobinding(bound.binding)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise graph_error(self.name, f"onnxruntime could not run it on {self.backend.device}", exc) from None
+        if not bound.wanted:
+            return {}
+        values = bound.binding.get_outputs()[bound.given:]
+        return {n: self.backend.adopt(v) for n, v in zip(bound.wanted, values)}
+
+    def check_bound(self, prepared: Prepared) -> None:
+        if self.session is None:
+            raise self._released()
+
+    def _released(self) -> JFlowError:
+        return JFlowError(f"graph {self.name}: its session was released (the Pipeline was closed) while a call "
+                          "was using it; load the artifact again with Pipeline.load(...)")
+
+
+class OnnxRuntimeBackend(HostTensors):
+    name = "onnxruntime"
+
+    def __init__(self, providers: list[str] | None = None, threads: int | None = None, spin: bool = True):
+        import onnxruntime as ort
+        super().__init__()
+        self.ort = ort
+        available = ort.get_available_providers()
+        if providers is None:
+            providers = [p for p in GPU_PROVIDERS if p in available] + ["CPUExecutionProvider"]
+        missing = [p for p in providers if p not in available]
+        if missing:
+            raise InputError(f"onnxruntime here has no {', '.join(missing)} (available: {', '.join(available)}); "
+                             "install onnxruntime-gpu for the CUDA provider")
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise InputError(f"threads must be a whole number >= 1, got {threads!r}")
+        self.providers, self.threads, self.spin = providers, threads, spin
+        self.device = "cuda" if providers[0] in GPU_PROVIDERS else "cpu"
+
+    # ---- graphs ----------------------------------------------------------------------------------
+    def session(self, name: str, path: Path, disabled: list[str] = ()):
+        options = self.ort.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = self.threads or 0
+        # spin: workers spin between the kernels of a run (a decode step is hundreds of small kernels) and
+        # stop when the run ends, because the loops alternate between sessions (gen_encoder -> llm ->
+        # gen_decoder), each with its own pool, and one session's spinning workers would take the cores
+        # from the next. Measured on 2 cores: SmolLM2 decode 15.2 ms/token (16.4 sleeping), a bench-preset
+        # ODE step ~935 ms (~1000 spinning on). spin=False: workers always sleep, for when other processes
+        # compete for the cores. (A process-wide shared pool is as fast, but forces every ORT session of
+        # the host app to use it.)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
+        options.add_session_config_entry("session.force_spinning_stop", "1")
+        try:
+            return self.ort.InferenceSession(str(path), sess_options=options, providers=self.providers,
+                                             disabled_optimizers=list(disabled) or None)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise graph_error(name, f"onnxruntime cannot open {path.name}", exc) from None
+
+    def runner(self, name: str, manifest) -> OrtRunner:
+        return OrtRunner(self, name, self.graph_file(name, manifest), manifest.graph(name))
+
+    def graph_file(self, name: str, manifest) -> Path:
+        """The graph's file: the one `build --target onnxruntime` saved after ORT's offline optimization when
+        this onnxruntime made it, else the exported one."""
+        optimized = manifest.engines.optimized_graph(name, self.ort.__version__)
+        return manifest.path(optimized) if optimized is not None else manifest.graph_path(name)
+
+    # ---- tensors (host arrays on the CPU; CudaTensor on the CUDA provider) ----------------------------
+    def allocate(self, shape: tuple, dtype: np.dtype) -> Any:
+        if self.device == "cpu":
+            return super().allocate(shape, dtype)
+        value = self.ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype.type, self.device, 0)
+        return CudaTensor(value, shape, dtype)
+
+    def write(self, array: np.ndarray, out: Any) -> Any:
+        if isinstance(out, np.ndarray) or (out is None and self.device == "cpu"):
+            return super().write(array, out)
+        if out is None:
+            out = self.allocate(array.shape, array.dtype)
+        if out.shape == tuple(out.value.shape()):
+            out.value.update_inplace(np.asarray(array, dtype=out.dtype, order="C").reshape(out.shape))
+        else:
+            raise NotImplementedError("jflow: uploading into a view of a CUDA buffer is not supported")
+        return out
+
+    def view(self, handle: Any, shape) -> Any:
+        if isinstance(handle, np.ndarray):
+            return super().view(handle, shape)
+        return CudaTensor(handle.value, tuple(int(d) for d in shape), handle.dtype)
+
+    def read(self, handle: Any) -> np.ndarray:
+        if isinstance(handle, np.ndarray):
+            return super().read(handle)
+        if handle.shape != tuple(handle.value.shape()):
+            raise NotImplementedError("jflow: reading a view of a CUDA buffer is not supported")
+        return handle.value.numpy()
+
+    def describe(self, handle: Any) -> tuple:
+        """(element type, shape, pointer) for IOBinding."""
+        if isinstance(handle, np.ndarray):
+            return handle.dtype.type, list(handle.shape), handle.ctypes.data
+        return handle.dtype.type, list(handle.shape), handle.ptr
+
+    def adopt(self, value) -> Any:
+        """A handle for an OrtValue that onnxruntime allocated."""
+        if self.device == "cpu":
+            return value.numpy()
+        return CudaTensor(value, tuple(value.shape()), _ORT_ELEMENT[value.data_type()])
+
+
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
+              "tensor(int32)": "int32"}
+_ORT_ELEMENT = {"tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16),
+                "tensor(int64)": np.dtype(np.int64), "tensor(int32)": np.dtype(np.int32)}
