@@ -63,3 +63,21 @@ def _depth_over(data: Any, max_depth: int) -> bool:
             todo.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value)
                         if isinstance(v, (dict, list)))
     return False
+
+
+def read_config_object(path: Path, hint: str = "") -> dict:
+    """A checkpoint's or artifact's optional JSON object file: {} when absent, else its object; anything
+    else is one ConfigError line naming the file (`hint`: what to do about it, after a semicolon)."""
+    from jflow.errors import ConfigError
+    tail = f"; {hint}" if hint else ""
+    if not path.exists():
+        return {}
+    try:
+        data = read_json(path)  # bounded: size and nesting depth
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path} ({exc.strerror or exc}){tail}") from None
+    except BadJSON as exc:  # "is not valid JSON (...)", "is nested more than 64 levels deep ..."
+        raise ConfigError(f"{path} {exc}{tail}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object, found {type(data).__name__}")
+    return data

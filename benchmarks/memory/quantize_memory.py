@@ -67,11 +67,12 @@ def machine() -> dict:
 
 
 def main() -> None:
+    from jflow.calibration.recipe import QuantRecipe  # (jflow.cli reads these defaults too)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("artifact", help="the fp32 artifact (benchmarks.memory.export_memory --keep --out DIR)")
     parser.add_argument("--precision", default="int8", choices=["int8", "int4"])
-    parser.add_argument("--samples", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--samples", type=int, default=QuantRecipe.samples)
+    parser.add_argument("--steps", type=int, default=QuantRecipe.steps)
     parser.add_argument("--out", default=None, help="quantized artifact folder (default: a temporary one, deleted)")
     parser.add_argument("--cache", default=None, help="calibration cache folder (default: a fresh temporary one)")
     parser.add_argument("--note", default="", help="recorded with the results (e.g. what else ran on the host)")
@@ -79,7 +80,6 @@ def main() -> None:
 
     from jflow.artifact.manifest import Manifest
     from jflow.calibration.quantize import quantize_artifact
-    from jflow.calibration.recipe import QuantRecipe
 
     scratch = Path(tempfile.mkdtemp(prefix="jflow-quant-bench-", dir=Path(args.out).parent if args.out else None))
     out = Path(args.out) if args.out else scratch / f"janusflow-1.3b-{args.precision}"

@@ -1,12 +1,13 @@
 """Calibration samples: the inputs our own runtime feeds each graph on real requests, written to disk.
 
 The fp32 artifact runs the calibration set through `Pipeline`, with a hook (`Recorder`) that records the
-feeds of chosen calls: for every prompt, the prompt prefill and ODE steps spread over the whole 30-step
+feeds of chosen calls: for every prompt, the prompt prefill and ODE steps spread over the whole
 trajectory (t from noise to image); for every question, SigLIP, the prefill and a few decode
 positions. Each generation runs once, on one LLM form (`calibrated_form`: the ORT form where the artifact
 has it); the other form computes the same values at the same GEMMs and takes its ranges by weight
-(gemms.py). A cache row holds only the tokens written before the call, so a sample keeps just those (the
-cache is re-padded when it is read back). Samples are seeded, written once per (artifact, set, settings)
+(gemms.py). With observe_llm (minmax), that form's calls are not saved: its runner taps the GEMM inputs and
+their channel maxima are kept as it runs (observe.py). A cache row holds only the tokens written before the
+call, so a sample keeps just those (the cache is re-padded when it is read back). Samples are seeded, written once per (artifact, set, settings)
 under the cache folder, and reused.
 """
 
@@ -23,6 +24,7 @@ from typing import Callable
 import numpy as np
 
 from jflow.calibration.data import CalibrationSet
+from jflow.calibration.observe import real_tokens
 from jflow.fsutil import staged_dir
 from jflow.runtime.backends import Hook
 
@@ -33,10 +35,14 @@ class Recorder(Hook):
     """A hook that saves the feeds of chosen graph calls of a request as samples (chosen by each call's
     index within the request, per graph), one npz per call under `folder/<graph>`."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, observed: dict | None = None):
+        """observed: graph -> ChannelMaxima, for a graph whose runner taps its GEMM inputs: its chosen calls
+        are measured as they run (calibration.observe) instead of being saved."""
         self.folder, self.select = folder, lambda name, index: False
         self.index: dict[str, int] = defaultdict(int)
         self.count: dict[str, int] = defaultdict(int)
+        self.observed = observed or {}
+        self.pending: tuple[str, list | None] | None = None  # the chosen call being observed: its real rows
 
     def begin(self, select: Callable[[str, int], bool]) -> None:
         self.select, self.index = select, defaultdict(int)
@@ -45,10 +51,20 @@ class Recorder(Hook):
         name = runner.name
         index = self.index[name]
         self.index[name] += 1
+        self.pending = None
         if self.select(name, index):
-            self.save(name, {k: v if isinstance(v, np.ndarray) else runner.backend.download(v)
-                             for k, v in feeds.items()})
+            host = {k: v if isinstance(v, np.ndarray) else runner.backend.download(v) for k, v in feeds.items()}
+            if name in self.observed:
+                self.pending = (name, real_tokens(host))
+                self.count[name] += 1
+            else:
+                self.save(name, host)
         return nullcontext()
+
+    def tapped(self, runner, values) -> None:
+        if self.pending is not None and self.pending[0] == runner.name:
+            self.observed[runner.name].add(dict(values), self.pending[1])
+            self.pending = None
 
     def save(self, name: str, feeds: dict) -> None:
         arrays = {k: np.array(v) for k, v in feeds.items()}  # np.array, not ascontiguousarray: 0-d stays 0-d
@@ -131,12 +147,16 @@ def trajectory_steps(steps: int, count: int = 6) -> set[int]:
     return set(np.linspace(0, steps - 1, min(count, steps)).round().astype(int).tolist())
 
 
-def collect_samples(artifact: Path, cset: CalibrationSet, cache: Path, steps: int = 30,
-                    decode_positions: tuple[int, ...] = (1, 8), log: Callable[[str], None] = print) -> Path:
-    """The folder of samples (one subfolder per graph, one npz per call); collected unless cached."""
+def collect_samples(artifact: Path, cset: CalibrationSet, cache: Path, steps: int = 10,
+                    decode_positions: tuple[int, ...] = (1, 8), log: Callable[[str], None] = print,
+                    observe_llm: bool = False) -> Path:
+    """The folder of samples (one subfolder per graph, one npz per call); collected unless cached.
+    observe_llm: the calibrated LLM form's GEMM input statistics are taken in the run (observe.py), and its
+    calls are not saved."""
     from jflow.artifact.manifest import Manifest
     manifest = Manifest.load(artifact, check_files=False)
-    key = hashlib.sha256(json.dumps([manifest.digest, cset.digest, steps, list(decode_positions), 2]).encode())
+    key = hashlib.sha256(json.dumps([manifest.digest, cset.digest, steps, list(decode_positions), 3,
+                                     observe_llm]).encode())
     folder = cache / key.hexdigest()[:24]
     if (folder / DONE).is_file():
         log(f"calibration samples from the cache: {folder}")
@@ -144,7 +164,7 @@ def collect_samples(artifact: Path, cset: CalibrationSet, cache: Path, steps: in
     shutil.rmtree(folder, ignore_errors=True)  # an incomplete earlier collection
     folder.parent.mkdir(parents=True, exist_ok=True)
     with staged_dir(folder, replace=True) as tmp:
-        counts = _collect(artifact, cset, tmp, steps, decode_positions, log)
+        counts = _collect(artifact, cset, tmp, steps, decode_positions, log, observe_llm)
         (tmp / DONE).write_text(json.dumps({"samples": counts, "set": cset.to_manifest(), "steps": steps,
                                             "decode_positions": list(decode_positions)}, indent=1))
     return folder
@@ -155,13 +175,18 @@ def calibrated_form(manifest) -> str:
     return "llm_ort" if "llm_ort" in manifest.graphs else "llm"
 
 
-def _collect(artifact, cset, folder, steps, positions, log) -> dict:
+def _collect(artifact, cset, folder, steps, positions, log, observe_llm) -> dict:
     from jflow.artifact.manifest import Manifest
+    from jflow.calibration.observe import ChannelMaxima, gemm_inputs
     from jflow.runtime.pipeline import Pipeline
-    recorder = Recorder(folder)
+    manifest = Manifest.load(artifact, check_files=False)
+    llm = calibrated_form(manifest)
+    observed = {llm: ChannelMaxima()} if observe_llm else {}
+    recorder = Recorder(folder, observed)
     keep = trajectory_steps(steps)
-    llm = calibrated_form(Manifest.load(artifact, check_files=False))
-    with Pipeline.load(artifact, check_files=False, llm_form=llm, hooks=[recorder]) as pipe:
+    with Pipeline.load(artifact, check_files=False, llm_form=llm, backend="onnxruntime", hooks=[recorder]) as pipe:
+        if observe_llm:  # the exported graph's tensor names (a build's optimized graph may have others)
+            pipe.llm.graph.tap(gemm_inputs(manifest.graph_path(llm)))
         for i, prompt in enumerate(cset.prompts):
             log(f"calibration: generation {i + 1}/{len(cset.prompts)}, {steps} steps")
 
@@ -175,6 +200,8 @@ def _collect(artifact, cset, folder, steps, positions, log) -> dict:
             log(f"calibration: question {i + 1}/{len(cset.questions)} about {photo.name}")
             recorder.begin(lambda name, index: (name == llm and (index == 0 or index in positions)) or name == "siglip")
             pipe.answer_tokens(str(photo), question, max_new_tokens=max(positions) + 1)  # greedy
+    for name, maxima in observed.items():
+        maxima.save(folder, name)
     return dict(recorder.count)
 
 

@@ -63,8 +63,9 @@ def gemm_keys(graph: Graph) -> dict[str, str]:
     return {g: graph.tensors.digest(_node(graph, g).input[1]) for g in graph.gemms}
 
 
-def measure_llm(graph: Graph, samples: Path, method: str, alpha: float | None) -> dict:
-    """The calibrated LLM form's ranges: {"ranges": weight digest -> range of the GEMM's input (smoothed
+def measure_llm(graph: Graph, samples: Path, method: str, alpha: float | None, observed=None) -> dict:
+    """The calibrated LLM form's ranges (from `observed`, the statistics the calibration run took, else measured
+    on its recorded samples): {"ranges": weight digest -> range of the GEMM's input (smoothed
     where smoothing will be folded in), "maxima": weight digest -> channel maxima, "scales": weight digest ->
     the smoothing scales s (computed once from the weights as they were: the other form reads no weight
     again to find them)}."""
@@ -73,8 +74,14 @@ def measure_llm(graph: Graph, samples: Path, method: str, alpha: float | None) -
     smoothed = [p for m, p in pairs.items() if m not in graph.kept]
     inputs = sorted({_node(graph, g).input[0] for g in graph.gemms})
     histogram = method != "minmax"
-    first = observe(graph.source, samples, tensors=() if histogram and smoothed else inputs,
-                    channels=[p.tensor for p in smoothed], method=method)
+    if observed is not None:  # taken in the calibration run (calibration.observe): minmax only
+        missing = sorted((set(inputs) | {p.tensor for p in smoothed}) - set(observed.channels))
+        if missing or histogram:
+            raise RuntimeError(f"jflow bug: the calibration run observed no {missing[:1] or method} for {graph.name}")
+        first = observed
+    else:
+        first = observe(graph.source, samples, tensors=() if histogram and smoothed else inputs,
+                        channels=[p.tensor for p in smoothed], method=method)
     maxima = {graph.tensors.digest(p.weight): first.channels[p.tensor] for p in smoothed}
     s = smoothing_scales(graph.model, maxima, alpha, skip=set(graph.kept), tensors=graph.tensors) if alpha else {}
     by_weight = {graph.tensors.digest(pairs[m].weight): v for m, v in s.items()}

@@ -16,7 +16,9 @@ mappers), the ODE state and the Euler update, and the whole VAE.
 Memory: a graph is opened without its weights and written weight by weight (calibration.qdq, the graphs and
 numbers onnxruntime's quantize_static and MatMulNBitsQuantizer write, without their whole-model copies);
 activation ranges are measured on the float graph over the calibration samples (calibration.ranges), the
-LLM's once for both forms (calibration.gemms). The peak is the calibration run's (the fp32 runtime itself).
+LLM's once for both forms (calibration.gemms) and, for minmax, in the calibration run itself: its runner taps
+the GEMM inputs (calibration.observe), so the 1.3B LLM never runs a second time. The peak is the calibration
+run's (the fp32 runtime itself).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from jflow.artifact.manifest import Manifest
 from jflow.artifact.writer import ArtifactWriter
 from jflow.artifact.precision import TOLERANCES
 from jflow.calibration.collect import calibrated_form, collect_samples
+from jflow.calibration.ranges import load_observed
 from jflow.calibration.data import calibration_set
 from jflow.calibration.gemms import LLM_FORMS, check_ranges, graph_ranges, measure_llm, open_graph, smooth_and_find
 from jflow.calibration.llm_graph import ROLES, drop_unused_initializers, pack_siblings
@@ -87,7 +90,8 @@ def quantize_artifact(src: str | Path, out: str | Path, recipe: QuantRecipe | st
     _remove_stale_partials(out, log)  # every check passed: the first line says what a killed run left
     started = time.perf_counter()
     with quiet_onnxruntime():
-        folder = collect_samples(m.root, cset, cache, steps=steps, log=log)
+        # minmax ranges of the LLM are taken in the calibration run itself (calibration.observe)
+        folder = collect_samples(m.root, cset, cache, steps=steps, log=log, observe_llm=method == "minmax")
         log(f"  calibration samples ready in {time.perf_counter() - started:5.1f}s")
         targets = plan(precision)
         smoothing = {"alpha": smooth, "gemms": {}} if smooth else None  # measured once, both forms
@@ -250,7 +254,9 @@ def quantize_graph_int8(m: Manifest, name: str, target: Path, samples: Path, rec
     exclude node names. `shared`: a graph file whose equal weights are referenced.
     Returns how many GEMMs keep_float left float."""
     method, keep_float, exclude = recipe.method, recipe.keep_float, recipe.exclude
-    if not any(samples.glob("*.npz")):
+    # the calibrated LLM form's statistics taken in the calibration run (minmax), else its recorded samples
+    observed = load_observed(samples.parent, samples.name) if name in LLM_FORMS and method == "minmax" else None
+    if observed is None and not any(samples.glob("*.npz")):
         raise InputError(f"no calibration samples for {name}; the calibration run recorded none (is --samples 0?)")
     llm = {} if llm is None else llm
     # The calibrated LLM form, opened (packed, its weights hashed) to measure the ranges while the other form
@@ -264,7 +270,7 @@ def quantize_graph_int8(m: Manifest, name: str, target: Path, samples: Path, rec
             calibrated = calibrated_form(m)
             source = graph if calibrated == name else open_graph(m.graph_path(calibrated), calibrated, keep_float,
                                                                  exclude, known)
-            llm.update(measure_llm(source, samples, method, alpha))
+            llm.update(measure_llm(source, samples, method, alpha, observed))
             if source is not graph:
                 llm["opened"] = source
         smoothed, ranges = smooth_and_find(graph, llm, alpha)

@@ -64,6 +64,17 @@ def observe(source: Path, samples: Path, tensors=(), channels=(), method: str = 
     return seen
 
 
+def load_observed(folder: Path, graph: str) -> Observed | None:
+    """What the calibration run observed of `graph` (calibration.observe) as minmax ranges and channel maxima,
+    or None where it recorded samples instead."""
+    from jflow.calibration.observe import load_channels
+    channels = load_channels(folder, graph)
+    if channels is None:
+        return None
+    return Observed(ranges={n: (-np.float32(m.max(initial=0)), np.float32(m.max(initial=0))) for n, m in channels.items()},
+                    channels=channels)
+
+
 def smoothed_range(channel_max: np.ndarray, s: np.ndarray) -> tuple[np.float32, np.float32]:
     """The minmax range of x / s from the channel maxima of x (division keeps the order of magnitudes, so
     this is the maximum of the divided values; only their float rounding differs)."""

@@ -25,7 +25,10 @@ class QuantRecipe:
     symmetric: bool = True  # int4: zero point 0 (the only grid jflow writes; a field so a study says so)
     exclude: tuple[str, ...] = ()  # node names left float beyond the roles: for one-graph studies only
     samples: int = 8  # calibration prompts and questions (each prompt a whole generation)
-    steps: int = 30  # ODE steps of each calibration generation
+    # ODE steps of each calibration generation: its trajectory covers t from noise to image in 10 steps as in
+    # 30 (6 sampled either way). On the real weights 10 scored top-1 87.7% / KL 0.0505 / ppl +5.0% vs 87.2% /
+    # 0.0501 / +3.9% for 30, 118 of 121 LLM ranges within 10%; at full size 30 steps cost ~50 min on 2 cores.
+    steps: int = 10
 
     def __post_init__(self) -> None:
         # Here, not at the top: llm_graph needs onnx, and the CLI reads this class's defaults on any machine.

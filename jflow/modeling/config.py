@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jflow.json_file import BadJSON, read_json
+from jflow.json_file import read_config_object
 from jflow.errors import ConfigError
 from jflow.modeling import config_fields as fields
 
@@ -195,13 +195,7 @@ def read_config(folder: str | Path) -> JanusFlowConfig:
     path = Path(folder) / CONFIG_FILE
     if not path.is_file():
         raise ConfigError(f"{path} is missing; a JanusFlow checkpoint folder holds config.json")
-    try:
-        raw = read_json(path)  # bounded: size and nesting depth
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path} ({exc.strerror or exc})") from None
-    except BadJSON as exc:  # "is not valid JSON (...)", "is nested more than 64 levels deep ..."
-        raise ConfigError(f"{path} {exc}") from None
-    return JanusFlowConfig.from_dict(raw, source=str(path))
+    return JanusFlowConfig.from_dict(read_config_object(path), source=str(path))
 
 
 def _params(raw: dict, section: str, source: str) -> dict:

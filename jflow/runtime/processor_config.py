@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from jflow.json_file import BadJSON, read_json
-from jflow.errors import ConfigError
+from jflow.json_file import read_config_object
 from jflow.fields import check_fields, flag, non_empty_text, positive_int, positive_real, positive_real_or_three, \
     real_or_three
 
@@ -21,6 +20,9 @@ PROCESSOR_FIELDS = {"image_tag": non_empty_text, "image_start_tag": non_empty_te
                     "image_gen_tag": non_empty_text, "num_image_tokens": positive_int}
 PREPROCESSOR_FIELDS = {"image_size": positive_int, "min_size": positive_int, "image_mean": real_or_three,
                        "image_std": positive_real_or_three, "rescale_factor": positive_real, "do_normalize": flag}
+
+
+RESTORE = "restore it from the original checkpoint"
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,8 @@ class ProcessorSettings:
     @classmethod
     def from_dir(cls, folder: str | Path) -> "ProcessorSettings":
         folder = Path(folder)
-        proc = _read_optional_json(folder / PROCESSOR_FILE)
-        pre = _read_optional_json(folder / PREPROCESSOR_FILE)
+        proc = read_config_object(folder / PROCESSOR_FILE, RESTORE)
+        pre = read_config_object(folder / PREPROCESSOR_FILE, RESTORE)
         check_fields(proc, PROCESSOR_FIELDS, folder / PROCESSOR_FILE)
         check_fields(pre, PREPROCESSOR_FIELDS, folder / PREPROCESSOR_FILE)
         kwargs = {key: proc[key] for key in PROCESSOR_FIELDS if key in proc}
@@ -93,20 +95,5 @@ class ProcessorSettings:
         d = asdict(self)
         d.pop("extra")
         return d
-
-
-def _read_optional_json(path: Path) -> dict:
-    if not path.exists():
-        return {}
-    try:
-        data = read_json(path)  # bounded: size and nesting depth
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path} ({exc.strerror or exc}); restore it from the original checkpoint") \
-            from None
-    except BadJSON as exc:  # "is not valid JSON (...)", "is nested more than 64 levels deep ..."
-        raise ConfigError(f"{path} {exc}; restore it from the original checkpoint") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a JSON object, found {type(data).__name__}")
-    return data
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import AddedToken, Tokenizer
 
-from jflow.json_file import BadJSON, read_json
+from jflow.json_file import read_config_object
 from jflow.errors import ConfigError, InputError
 from jflow.fields import check_fields, flag
 from jflow.runtime.processor_config import ProcessorSettings
@@ -59,8 +59,8 @@ class JanusFlowTokenizer:
             tokenizer = Tokenizer.from_file(str(path))
         except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
             raise ConfigError(f"{path} could not be read as a tokenizer ({exc})") from exc
-        config = _read_json(folder / TOKENIZER_CONFIG_FILE)
-        special = _read_json(folder / SPECIAL_TOKENS_FILE)
+        config = read_config_object(folder / TOKENIZER_CONFIG_FILE)
+        special = read_config_object(folder / SPECIAL_TOKENS_FILE)
         check_fields(config, {"add_bos_token": flag}, folder / TOKENIZER_CONFIG_FILE)
         bos = _token_text(config, special, "bos_token", folder) or DEFAULT_BOS
         eos = _token_text(config, special, "eos_token", folder) or DEFAULT_EOS
@@ -153,20 +153,6 @@ class JanusFlowTokenizer:
         if token_id is None:
             raise ConfigError(f"the tokenizer has no {name} {token!r}; check tokenizer_config.json")
         return token_id
-
-
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        data = read_json(path)  # bounded: size and nesting depth
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path} ({exc.strerror or exc})") from None
-    except BadJSON as exc:
-        raise ConfigError(f"{path} {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a JSON object, found {type(data).__name__}")
-    return data
 
 
 def _token_text(config: dict, special: dict, key: str, folder: Path) -> str | None:

@@ -45,3 +45,13 @@ def portable_samples(tiny_artifact, photos, tmp_path_factory):
     (art / "onnx" / "llm_ort.onnx").unlink()
     ArtifactWriter(art).create(data)
     return collect_samples(art, calibration_set(2, photos), root / "cache", steps=3, log=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def recorded_samples(tiny_artifact, photos, tmp_path_factory):
+    """Calibration samples with the LLM's calls recorded (as histogram methods need them; minmax takes the
+    LLM's statistics in the run instead)."""
+    from jflow.calibration.collect import collect_samples
+    from jflow.calibration.data import calibration_set
+    return collect_samples(tiny_artifact, calibration_set(2, photos), tmp_path_factory.mktemp("recorded"), steps=3,
+                           log=lambda _: None)

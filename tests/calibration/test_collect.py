@@ -16,13 +16,13 @@ def _samples_and_rows(folder):
         yield sample, split_rows(sample)
 
 
-def test_padded_llm_ort_samples_split_into_rows_of_their_own_tokens(tiny_artifact, quantized):
+def test_padded_llm_ort_samples_split_into_rows_of_their_own_tokens(tiny_artifact, recorded_samples):
     # A guidance prefill pads the unconditional row (BOS alone) to the prompt's length; GroupQueryAttention
     # leaves padded query rows unwritten, so their activations are garbage (NaN at times) and must not be
     # calibrated on. Each row, read alone, must give exactly the batched call's outputs for its own tokens.
     session = ort.InferenceSession(str(tiny_artifact / "onnx" / "llm_ort.onnx"), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
-    folder = next((quantized["int8"].parent / "cache").glob("*/llm_ort"))
+    folder = recorded_samples / "llm_ort"
     padded = 0
     for sample, rows in _samples_and_rows(folder):
         assert len(rows) == len(sample["query_seqlens"])
@@ -67,8 +67,8 @@ def test_padded_portable_llm_samples_split_into_rows_of_their_own_tokens(tiny_ar
     assert padded, "the calibration run recorded no padded (guidance) sample"
 
 
-def test_the_sample_reader_is_sized_and_sliceable_as_strided_calibration_reads_it(quantized):
-    folder = next((quantized["int8"].parent / "cache").glob("*/llm_ort"))
+def test_the_sample_reader_is_sized_and_sliceable_as_strided_calibration_reads_it(recorded_samples):
+    folder = recorded_samples / "llm_ort"
     names = ["inputs_embeds", "seqlens_k"]
     reader = SampleReader(folder, names)
     straight = list(iter(reader.get_next, None))

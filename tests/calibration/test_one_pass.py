@@ -26,8 +26,9 @@ def test_each_calibration_generation_runs_once(tiny_artifact, photos, tmp_path, 
                       cache=tmp_path / "cache", log=lambda _: None)
     prompts = calibration_set(2, photos).prompts  # (verify replays the artifact's own cases too)
     assert [generations.count(p) for p in prompts] == [1, 1], generations
-    recorded = {p.name for p in next((tmp_path / "cache").iterdir()).iterdir() if p.is_dir()}
-    assert "llm_ort" in recorded and "llm" not in recorded, recorded
+    folder = next((tmp_path / "cache").iterdir())
+    recorded = {p.name for p in folder.iterdir() if p.is_dir()}
+    assert (folder / "observed-llm_ort.npz").is_file() and "llm" not in recorded, recorded  # llm_ort, in the run
 
 
 def test_quantize_prints_no_onnxruntime_warnings(tiny_artifact, photos, tmp_path):

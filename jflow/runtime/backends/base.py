@@ -37,7 +37,8 @@ class Hook:
     """Watches a backend's work (tracing, recording, counting); a hook overrides only what it needs.
 
     call(runner, feeds): a context manager around each graph call, `infer` or `run` of a prepared binding;
-    bind(runner, feeds): before a binding is prepared; tensor(kind): each "alloc", "write" or "download"."""
+    bind(runner, feeds): before a binding is prepared; tensor(kind): each "alloc", "write" or "download";
+    tapped(runner, values): inside a call of a runner asked to `tap` intermediate tensors, their values."""
 
     def call(self, runner: "BaseRunner", feeds: Mapping[str, Any]) -> ContextManager:
         return nullcontext()
@@ -46,6 +47,9 @@ class Hook:
         pass
 
     def tensor(self, kind: str) -> None:
+        pass
+
+    def tapped(self, runner: "BaseRunner", values: Mapping[str, np.ndarray]) -> None:
         pass
 
 
@@ -138,6 +142,17 @@ class BaseRunner:
 
     def check_bound(self, prepared: Prepared) -> None:
         """Refuse to run a prepared binding that can no longer run (a backend whose session was released)."""
+
+    def tap(self, tensors: Sequence[str]) -> None:
+        """Before the graph is opened: hand the values of these intermediate tensors to the hooks' `tapped`
+        after every call (Polygraphy's "mark outputs"; calibration measures activation ranges this way in the
+        run itself instead of running the graph again). A backend that cannot says so."""
+        raise InputError(f"graph {self.name}: the {self.backend.name} backend cannot tap intermediate tensors; "
+                         "use the onnxruntime backend")
+
+    def report_taps(self, values: Mapping[str, np.ndarray]) -> None:
+        for hook in list(self.hooks):
+            hook.tapped(self, values)
 
     # ---- the seam -----------------------------------------------------------------------------------
     def infer(self, feeds: Mapping[str, Any], outputs: Outputs = None) -> dict[str, Any]:

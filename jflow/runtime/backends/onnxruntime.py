@@ -46,21 +46,30 @@ class Bound(NamedTuple):
 class OrtRunner(BaseRunner):
     binds_once = True  # IOBinding holds the buffers' addresses: a prepared call only runs
 
-    def __init__(self, backend: "OnnxRuntimeBackend", name: str, path: Path, entry: dict):
+    def __init__(self, backend: "OnnxRuntimeBackend", name: str, path: Path, entry: dict, exported: Path | None = None):
         super().__init__(backend, name, entry)
-        self.path = path
+        self.path, self.exported = path, exported or path  # taps name the exported graph's tensors
         self.session = None
+        self.taps: list[str] = []
         self._opening = threading.Lock()  # two threads' first calls must not make two sessions
+
+    def tap(self, tensors) -> None:
+        if self.session is not None:
+            raise JFlowError(f"jflow bug: graph {self.name} is open already; tap its tensors before its first call")
+        self.taps = list(tensors)
 
     def activate(self) -> None:
         if self.session is not None:
             return
         with self._opening:
             if self.session is None:
-                session = self.backend.session(self.name, self.path, disabled_optimizers(self.entry))
+                disabled = disabled_optimizers(self.entry)
+                session = self.backend.tapped_session(self.name, self.exported, self.taps, disabled) if self.taps \
+                    else self.backend.session(self.name, self.path, disabled)
                 check_io(self.name, self.entry,
                          {t.name: _ORT_TYPES.get(t.type, t.type) for t in session.get_inputs()},
-                         {t.name: _ORT_TYPES.get(t.type, t.type) for t in session.get_outputs()})
+                         {t.name: _ORT_TYPES.get(t.type, t.type) for t in session.get_outputs()
+                          if t.name not in self.taps})
                 self.session = session
 
     def deactivate(self) -> None:
@@ -79,7 +88,7 @@ class OrtRunner(BaseRunner):
             binding.bind_input(name, b.device, 0, *b.describe(value))
         for name, handle in given.items():
             binding.bind_output(name, b.device, 0, *b.describe(handle))
-        for name in wanted:
+        for name in [*wanted, *self.taps]:  # taps last: onnxruntime allocates them on every run
             binding.bind_output(name, b.device)
         return Bound(session, binding, keep, len(given), wanted)
 
@@ -90,9 +99,11 @@ class OrtRunner(BaseRunner):
             bound.session.run_with_iobinding(bound.binding)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise graph_error(self.name, f"onnxruntime could not run it on {self.backend.device}", exc) from None
-        if not bound.wanted:
+        if not bound.wanted and not self.taps:
             return {}
         values = bound.binding.get_outputs()[bound.given:]
+        if self.taps:
+            self.report_taps({n: v.numpy() for n, v in zip(self.taps, values[len(bound.wanted):])})
         return {n: self.backend.adopt(v) for n, v in zip(bound.wanted, values)}
 
     def check_bound(self, prepared: Prepared) -> None:
@@ -125,6 +136,14 @@ class OnnxRuntimeBackend(HostTensors):
 
     # ---- graphs ----------------------------------------------------------------------------------
     def session(self, name: str, path: Path, disabled: list[str] = ()):
+        options = self.options()
+        try:
+            return self.ort.InferenceSession(str(path), sess_options=options, providers=self.providers,
+                                             disabled_optimizers=list(disabled) or None)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise graph_error(name, f"onnxruntime cannot open {path.name}", exc) from None
+
+    def options(self):
         options = self.ort.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = self.threads or 0
@@ -137,14 +156,29 @@ class OnnxRuntimeBackend(HostTensors):
         # the host app to use it.)
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
         options.add_session_config_entry("session.force_spinning_stop", "1")
+        return options
+
+    def tapped_session(self, name: str, path: Path, taps: list[str], disabled: list[str] = ()):
+        """A session of the graph at `path` that also gives the intermediate tensors `taps` (its weights read
+        where they lie). Host-side tooling only: it needs the onnx package, which the runtime does not."""
+        import onnx
+        model = onnx.load(str(path), load_external_data=False)
+        made = {o for node in model.graph.node for o in node.output}
+        missing = [t for t in taps if t not in made]
+        if missing:
+            raise JFlowError(f"jflow bug: graph {name} ({path.name}) computes no tensor {missing[0]!r} to tap")
+        for tensor in taps:
+            model.graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
+        options = self.options()
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(path.parent))
         try:
-            return self.ort.InferenceSession(str(path), sess_options=options, providers=self.providers,
-                                             disabled_optimizers=list(disabled) or None)
+            return self.ort.InferenceSession(model.SerializeToString(), sess_options=options,
+                                             providers=self.providers, disabled_optimizers=list(disabled) or None)
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise graph_error(name, f"onnxruntime cannot open {path.name}", exc) from None
+            raise graph_error(name, f"onnxruntime cannot open {path.name} with taps", exc) from None
 
     def runner(self, name: str, manifest) -> OrtRunner:
-        return OrtRunner(self, name, self.graph_file(name, manifest), manifest.graph(name))
+        return OrtRunner(self, name, self.graph_file(name, manifest), manifest.graph(name), manifest.graph_path(name))
 
     def graph_file(self, name: str, manifest) -> Path:
         """The graph's file: the one `build --target onnxruntime` saved after ORT's offline optimization when
