@@ -63,7 +63,7 @@ class Recorder(Hook):
 
     def tapped(self, runner, values) -> None:
         if self.pending is not None and self.pending[0] == runner.name:
-            self.observed[runner.name].add(dict(values), self.pending[1])
+            self.observed[runner.name].add(values, self.pending[1])  # read one tensor at a time
             self.pending = None
 
     def save(self, name: str, feeds: dict) -> None:

@@ -41,10 +41,11 @@ class ChannelMaxima:
         self.channels: dict[str, np.ndarray] = {}
         self.calls = 0
 
-    def add(self, values: dict[str, np.ndarray], rows: list[np.ndarray] | None) -> None:
+    def add(self, values, rows: list[np.ndarray] | None) -> None:
+        """values: tensor -> value (a Mapping read one tensor at a time: one host copy alive at once)."""
         self.calls += 1
-        for name, value in values.items():
-            value = np.asarray(value)
+        for name in values:
+            value = np.asarray(values[name])
             if rows is not None and value.ndim == 3 and value.shape[0] == len(rows):
                 parts = [value[b, index] for b, index in enumerate(rows) if len(index)]
             else:  # no padding to leave out
