@@ -5,6 +5,7 @@ KeyboardInterrupt). A second signal during that cleanup is ignored; SIGKILL stil
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -30,9 +31,22 @@ def stop_on_signals() -> Callable[[], None]:
         received.append(signum)
         raise Terminated(128 + signum)
 
+    def unraisable(info) -> None:
+        # Raised where Python cannot propagate it (a weakref callback, a __del__: it prints "Exception ignored"
+        # and goes on), the signal would be lost and the command would run to its end: deliver it again a
+        # moment later, from another thread, so it lands once this callback (and this hook) have returned.
+        if isinstance(info.exc_value, Terminated) and received:
+            for sig in SIGNALS:
+                signal.signal(sig, handler)
+            threading.Timer(0.01, os.kill, (os.getpid(), received.pop())).start()
+            return
+        hook(info)
+
     previous = {sig: signal.signal(sig, handler) for sig in SIGNALS}
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable
 
     def restore() -> None:
+        sys.unraisablehook = hook
         for sig, old in previous.items():
             signal.signal(sig, old if old is not None else signal.SIG_DFL)
         if received:

@@ -75,3 +75,25 @@ def test_a_terminated_generate_leaves_whole_images_and_no_temporary_file(tiny_ar
         for png in out.glob("*.png"):
             with Image.open(png) as image:
                 image.load()  # whole, never truncated
+
+
+def test_a_signal_that_lands_in_a_weakref_callback_still_stops_the_command(tmp_path):
+    # Python swallows an exception raised inside a weakref callback ("Exception ignored in: ...", a
+    # traceback on stderr) and goes on: a SIGTERM arriving there (importlib's module-lock callbacks run all
+    # the time) was lost, the command ran to its end, and the test above failed now and then.
+    script = ("import os, signal, sys, time, weakref\n"
+              "from jflow.interrupts import stop_on_signals\n"
+              "restore = stop_on_signals()\n"
+              "class A: pass\n"
+              "a = A()\n"
+              "r = weakref.ref(a, lambda _: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(0.2)))\n"
+              "try:\n"
+              "    del a\n"
+              "    time.sleep(5)\n"
+              "    print('ran to its end')\n"
+              "finally:\n"
+              "    restore()\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 128 + signal.SIGTERM, (run.returncode, run.stdout, run.stderr)
+    assert "ran to its end" not in run.stdout and "Traceback" not in run.stderr, run.stderr
+    assert "Aborted: SIGTERM received" in run.stderr
