@@ -252,21 +252,17 @@ class SampleReader:
 def probe(source: Path, tensors: list[str], samples: Path):
     """For each calibration sample in `samples`, {tensor: value} for the named activations of the graph
     `source`, run unoptimized (every tensor as the graph writes it; weights read where they lie)."""
-    import onnx
     import onnxruntime as ort
-    graph = onnx.load(str(source), load_external_data=False)
-    inputs = {i.name for i in graph.graph.input}
-    present = {o.name for o in graph.graph.output} | inputs
-    for tensor in tensors:
-        if tensor not in present:
-            graph.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
+    from jflow.runtime.backends.onnxruntime import tapped_model
+    graph = tapped_model(source, tensors)
     options = ort.SessionOptions()
     options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(source.parent))
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every X as it is
     options.log_severity_level = 3  # extra outputs are ours: no warnings about them
-    session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
     del graph
-    reader = SampleReader(samples, [i.name for i in session.get_inputs()])
+    inputs = {i.name for i in session.get_inputs()}
+    reader = SampleReader(samples, sorted(inputs))
     computed = [t for t in tensors if t not in inputs]
     seen = False
     while (feeds := reader.get_next()) is not None:

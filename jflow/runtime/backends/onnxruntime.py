@@ -43,6 +43,23 @@ class Bound(NamedTuple):
     wanted: list
 
 
+def tapped_model(path: Path, taps, name: str = "") -> bytes:
+    """The graph at `path` (without its weights) with the intermediate tensors `taps` as extra outputs, for a
+    session that reads its weights from path's folder. Host-side: needs the onnx package."""
+    import onnx
+    model = onnx.load(str(path), load_external_data=False)
+    given = {i.name for i in model.graph.input}  # a graph input is there already: nothing to add
+    made = {o for node in model.graph.node for o in node.output} | given
+    missing = [t for t in taps if t not in made]
+    if missing:
+        raise JFlowError(f"jflow bug: graph {name or path.stem} ({path.name}) computes no tensor {missing[0]!r} to tap")
+    outputs = {o.name for o in model.graph.output}
+    for tensor in taps:
+        if tensor not in outputs and tensor not in given:
+            model.graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
+    return model.SerializeToString()
+
+
 class HostOnAsk(Mapping):
     """Tapped OrtValues copied to the host one at a time, as a hook reads them: a hook that keeps a statistic
     of each holds one copy at a time, not one of every tapped tensor (0.6 GB in a full-size prefill)."""
@@ -178,18 +195,11 @@ class OnnxRuntimeBackend(HostTensors):
     def tapped_session(self, name: str, path: Path, taps: list[str], disabled: list[str] = ()):
         """A session of the graph at `path` that also gives the intermediate tensors `taps` (its weights read
         where they lie). Host-side tooling only: it needs the onnx package, which the runtime does not."""
-        import onnx
-        model = onnx.load(str(path), load_external_data=False)
-        made = {o for node in model.graph.node for o in node.output}
-        missing = [t for t in taps if t not in made]
-        if missing:
-            raise JFlowError(f"jflow bug: graph {name} ({path.name}) computes no tensor {missing[0]!r} to tap")
-        for tensor in taps:
-            model.graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
+        model = tapped_model(path, taps, name)
         options = self.options()
         options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(path.parent))
         try:
-            return self.ort.InferenceSession(model.SerializeToString(), sess_options=options,
+            return self.ort.InferenceSession(model, sess_options=options,
                                              providers=self.providers, disabled_optimizers=list(disabled) or None)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise graph_error(name, f"onnxruntime cannot open {path.name} with taps", exc) from None
