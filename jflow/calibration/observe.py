@@ -39,11 +39,9 @@ class ChannelMaxima:
 
     def __init__(self):
         self.channels: dict[str, np.ndarray] = {}
-        self.calls = 0
 
     def add(self, values, rows: list[np.ndarray] | None) -> None:
         """values: tensor -> value (a Mapping read one tensor at a time: one host copy alive at once)."""
-        self.calls += 1
         for name in values:
             value = np.asarray(values[name])
             if rows is not None and value.ndim == 3 and value.shape[0] == len(rows):
