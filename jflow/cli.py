@@ -11,7 +11,7 @@ import click
 from jflow import __version__
 from jflow.artifact.precision import QUANTIZED
 from jflow.calibration import METHODS
-from jflow.calibration.recipe import QuantRecipe
+from jflow.calibration.recipe import ORT_INT8, QuantRecipe
 from jflow import cli_legacy
 from jflow.cli_options import (FORCE_HELP, LEGACY_MODEL, MODEL_ARGUMENT, REFERENCE_CHUNK, SAMPLING_OPTIONS,
                                generation_options, runtime_options, source_paths, load_pipeline)
@@ -124,21 +124,36 @@ def onnx_command(ctx, model, legacy_model, out, precision, max_batch, max_contex
 @click.option("--keep-float", default=",".join(QuantRecipe.keep_float), show_default=True,
               help="int8: LLM GEMMs left float, by role, comma-separated: down (the MLP down projections: "
                    "their input silu(gate)*up is too heavy-tailed for one int8 scale), o (attention output "
-                   "projections: not smoothable under grouped-query attention), or none.")
+                   "projections: not smoothable under grouped-query attention), or none. The portable LLM form "
+                   "(TensorRT) only, unless --ort-int8 static.")
+@click.option("--ort-int8", type=click.Choice(ORT_INT8), default=QuantRecipe.ort_int8, show_default=True,
+              help="int8: the ONNX Runtime LLM form's GEMMs. static: the portable form's W8A8 QDQ (fast ODE "
+                   "steps); blockwise: int8 weights in blocks, activations quantized per block in the kernel "
+                   "(MatMulNBits: closer to fp32, slower ODE steps).")
+@click.option("--int8-budget", default=QuantRecipe.int8_budget, show_default=True, type=click.FloatRange(1, 2),
+              help="int4: LLM GEMMs most sensitive to int4 (measured) held at int8 while the LLM's GEMM bytes stay "
+                   "within this many times plain int4's (1: plain int4).")
+@click.option("--int8-gemms", default=None,
+              help="int4: hold exactly these LLM GEMMs at int8 instead of measuring (comma-separated names as the "
+                   "manifest lists them, e.g. lm_head,layers.0.down; none: plain int4).")
+@click.option("--awq/--no-awq", default=QuantRecipe.awq, show_default=True,
+              help="int4: AWQ's activation-aware scales, searched on the int4 grid written, folded in first.")
 @click.option("--force", is_flag=True, help=FORCE_HELP)
-def quantize_command(src, out, precision, calib, samples, method, block_size, steps, smooth, keep_float, force):
+def quantize_command(src, out, precision, calib, samples, method, block_size, steps, smooth, keep_float, ort_int8,
+                     int8_budget, int8_gemms, awq, force):
     """Quantize the fp32 artifact SRC into a new INT8 or INT4 artifact OUT, calibrated on this runtime's own
     inputs (cached under $JFLOW_CACHE/calibration, by default ~/.cache/jflow/calibration)."""
     from jflow.calibration.quantize import quantize_artifact
     check_new_dir(out, "the quantized artifact folder", replace=force, sources=[src])  # before any work
     recipe = QuantRecipe(precision, method=method, smooth=smooth, keep_float=_roles(keep_float), block_size=block_size,
-                         samples=samples, steps=steps)
+                         samples=samples, steps=steps, ort_int8=ort_int8, int8_budget=int8_budget,
+                         int8_gemms=None if int8_gemms is None else _roles(int8_gemms), awq=awq)
     quantize_artifact(src, out, recipe, calib=calib, force=force, log=lambda line: click.echo(line, err=True))
     click.echo(f"wrote {out}; check it with: jflow-export verify {out}")
 
 
 def _roles(value: str) -> tuple[str, ...]:
-    """--keep-float's comma list ("none": empty); QuantRecipe checks the names."""
+    """A comma list option ("none": empty); QuantRecipe or quantize checks the names."""
     return () if value.strip() == "none" else tuple(r.strip() for r in value.split(",") if r.strip())
 
 

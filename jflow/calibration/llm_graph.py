@@ -101,3 +101,55 @@ def attention_projections(model) -> list[str]:
 
 FLOAT_GEMMS = {"down": down_projections, "o": attention_projections}  # --keep-float choices
 ROLES = {"down": "MLP down projections", "o": "attention output projections"}
+
+
+def gemm_names(model) -> dict[str, str]:
+    """Weight GEMM node -> its name in the recipe, the same in both LLM forms of a packed graph (whose portable
+    nodes have no telling names): layers.<i>.qkv | o | gate_up | down, and lm_head (the last, read by no other
+    layer). Found from the wiring in graph order: each layer's packed Q/K/V comes first, its o after attention,
+    its packed gate/up, then down."""
+    constant = {i.name for i in model.graph.initializer}
+    o, down = set(attention_projections(model)), set(down_projections(model))
+    weights = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1
+               and n.input[1] in constant]
+    names, layer, order = {}, -1, ("qkv", "o", "gate_up", "down")
+    for index, node in enumerate(weights):
+        if node.name in o:
+            role = "o"
+        elif node.name in down:
+            role = "down"
+        elif index == len(weights) - 1:
+            role = "lm_head"
+        else:  # the packed GEMM before o is Q/K/V; the one before down is gate/up
+            role = "qkv" if layer < 0 or names[weights[index - 1].name].endswith((".down", "lm_head")) else "gate_up"
+        if role == "qkv":
+            layer += 1
+        names[node.name] = role if role == "lm_head" else f"layers.{layer}.{role}"
+    expected = [f"layers.{i}.{r}" for i in range(layer + 1) for r in order] + ["lm_head"]
+    if list(names.values()) != expected:
+        raise RuntimeError(f"jflow bug: the LLM's GEMMs are not the expected qkv, o, gate_up, down per layer and "
+                           f"lm_head (found {list(names.values())[:6]}...)")
+    return names
+
+
+def gemm_as_matmul(model, tensors: Tensors | None = None) -> None:
+    """Gemm(A, B, transB=1) with a constant B and no bias -> MatMul(A, B^T), the transpose made when read
+    (`tensors`: where the weights lie; default: in `model`)."""
+    from onnx import helper
+    tensors = tensors or Tensors(model)
+    inits = {i.name: i for i in model.graph.initializer}
+    for index, node in enumerate(model.graph.node):
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type != "Gemm" or len(node.input) > 2 or node.input[1] not in inits \
+                or attrs.get("alpha", 1.0) != 1.0 or attrs.get("transA", 0):
+            continue
+        weight, dims = tensors.reader(node.input[1]), list(inits[node.input[1]].dims)
+        name = f"{node.input[1]}.matmul"
+        if attrs.get("transB", 0):
+            tensors.derive(name, lambda weight=weight: np.ascontiguousarray(weight().T), inits[node.input[1]].data_type,
+                           dims[::-1])
+        else:
+            tensors.derive(name, weight, inits[node.input[1]].data_type, dims)
+        model.graph.node[index].CopyFrom(helper.make_node("MatMul", [node.input[0], name], list(node.output),
+                                                          name=node.name))
+    drop_unused_initializers(model)

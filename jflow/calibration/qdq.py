@@ -114,36 +114,81 @@ def write_int8(model, tensors: Tensors, target: Path, gemms: list[str], scales: 
     return writer.shared_bytes
 
 
-def write_int4(model, tensors: Tensors, target: Path, block_size: int, exclude=(), shared: Path | None = None) -> int:
-    """Write `model` to `target` with every MatMul of a constant 2-D weight (not in `exclude`) weight-only
-    int4: symmetric, blocks of `block_size` along K, as MatMulNBitsQuantizer's QDQ format writes it (its
-    kernel, its names). Returns the bytes referenced in `shared`'s data file."""
+# Weight-only formats of one MatMul's constant weight [K, N] (weight_only's `formats`):
+#   int4: symmetric int4 in blocks along K, MatMulNBitsQuantizer's QDQ format and kernel (ONNX Runtime: MatMulNBits
+#         4-bit; TensorRT: weight-only INT4);
+#   int8: symmetric int8 per output channel (absmax / 127, zero point 0): TensorRT's weight-only INT8 granularity,
+#         and ONNX Runtime 1.32 fuses DequantizeLinear(per-axis int8) + MatMul into MatMulNBits 8-bit (accuracy
+#         level 4: the input quantized to int8 in blocks of 32 inside the kernel), so both forms hold one copy.
+#   int8-block: symmetric int8 in blocks along K (absmax / 127): ONNX Runtime's MatMulNBits 8-bit with finer weight
+#         scales (the ORT LLM form of an int8 artifact); not a TensorRT granularity.
+WEIGHT_ONLY = ("int4", "int8", "int8-block")
+
+
+def weight_only(model, tensors: Tensors, target: Path, formats: dict[str, str], block_size: int,
+                shared: Path | None = None) -> int:
+    """Write `model` to `target` with each MatMul named in `formats` (of a constant 2-D weight) weight-only in
+    its format (WEIGHT_ONLY); the rest as they are. Returns the bytes referenced in `shared`'s data file."""
     from onnx import TensorProto, helper
     from onnxruntime.capi._pybind_state import quantize_qdq_matmul_4bits
-    skip, inits = set(exclude), {i.name: i for i in model.graph.initializer}
+    inits = {i.name: i for i in model.graph.initializer}
     writer = DataWriter(target, shared)
     nodes = []
     try:
         for node in model.graph.node:
             w = node.input[1] if node.op_type == "MatMul" and len(node.input) > 1 else None
-            init = inits.get(w)
-            if init is None or len(init.dims) != 2 or node.name in skip:
+            init, kind = inits.get(w), formats.get(node.name)
+            if init is None or len(init.dims) != 2 or kind is None:
                 nodes.append(node)
                 continue
             weight = np.ascontiguousarray(tensors.array(w), np.float32)
             rows, cols = weight.shape
-            blocks = (rows + block_size - 1) // block_size
-            packed = np.zeros((rows * cols + 1) // 2, np.uint8)
-            scales = np.zeros((blocks, cols), np.float32)
-            quantize_qdq_matmul_4bits(packed, weight, scales, np.zeros((cols * blocks + 1) // 2, np.uint8), block_size,
-                                      cols, rows, True)
+            if kind == "int4":
+                blocks = (rows + block_size - 1) // block_size
+                packed = np.zeros((rows * cols + 1) // 2, np.uint8)
+                scales = np.zeros((blocks, cols), np.float32)
+                quantize_qdq_matmul_4bits(packed, weight, scales, np.zeros((cols * blocks + 1) // 2, np.uint8),
+                                          block_size, cols, rows, True)
+                del weight
+                writer.add_bytes(f"{w}_DQ_Q4", memoryview(packed), TensorProto.INT4, [rows, cols])
+                writer.add(f"{w}_DQ_scales", scales)
+                nodes.append(helper.make_node("DequantizeLinear", [f"{w}_DQ_Q4", f"{w}_DQ_scales"],
+                                              [f"{w}_DQ_Q4_output"], f"{node.name}_DQ_Q4", axis=0,
+                                              block_size=block_size))
+                nodes.append(helper.make_node("MatMul", [node.input[0], f"{w}_DQ_Q4_output"], list(node.output),
+                                              f"{node.name}_matmul_Q4"))
+                continue
+            if kind == "int8-block":
+                blocks = (rows + block_size - 1) // block_size
+                padded = np.zeros((blocks * block_size, cols), np.float32)
+                padded[:rows] = weight
+                del weight
+                scales = np.abs(padded.reshape(blocks, block_size, cols)).max(axis=1) / np.float32(127)
+                scales[scales == 0] = 1
+                q = np.clip(np.round(padded.reshape(blocks, block_size, cols) / scales[:, None]), -127, 127)
+                del padded
+                writer.add(f"{w}_DQ_Q8", q.astype(np.int8).reshape(-1, cols)[:rows])
+                del q
+                writer.add(f"{w}_DQ_scales", scales.astype(np.float32))
+                nodes.append(helper.make_node("DequantizeLinear", [f"{w}_DQ_Q8", f"{w}_DQ_scales"],
+                                              [f"{w}_DQ_Q8_output"], f"{node.name}_DQ_Q8", axis=0,
+                                              block_size=block_size))
+                node.input[1] = f"{w}_DQ_Q8_output"
+                nodes.append(node)
+                continue
+            if kind != "int8":  # (int4 and int8-block were handled above)
+                raise ValueError(f"jflow bug: weight-only format {kind!r} is not one of {WEIGHT_ONLY}")
+            scale = np.abs(weight).max(axis=0) / np.float32(127)
+            scale[scale == 0] = 1
+            q = quantize_channels(weight, 1, scale.astype(np.float32))
             del weight
-            writer.add_bytes(f"{w}_DQ_Q4", memoryview(packed), TensorProto.INT4, [rows, cols])
-            writer.add(f"{w}_DQ_scales", scales)
-            nodes.append(helper.make_node("DequantizeLinear", [f"{w}_DQ_Q4", f"{w}_DQ_scales"], [f"{w}_DQ_Q4_output"],
-                                          f"{node.name}_DQ_Q4", axis=0, block_size=block_size))
-            nodes.append(helper.make_node("MatMul", [node.input[0], f"{w}_DQ_Q4_output"], list(node.output),
-                                          f"{node.name}_matmul_Q4"))
+            writer.add(f"{w}_quantized", q)
+            writer.add(f"{w}_scale", scale.astype(np.float32))
+            writer.add(f"{w}_zero_point", np.zeros(cols, np.int8))
+            nodes.append(helper.make_node("DequantizeLinear", [f"{w}_quantized", f"{w}_scale", f"{w}_zero_point"],
+                                          [f"{w}_DequantizeLinear_Output"], f"{w}_DequantizeLinear", axis=1))
+            node.input[1] = f"{w}_DequantizeLinear_Output"
+            nodes.append(node)
         for opset in model.opset_import:  # int4 tensors and blocked DequantizeLinear: opset 21, IR 10
             if opset.domain in ("", "ai.onnx"):
                 opset.version = max(opset.version, 21)
@@ -152,6 +197,23 @@ def write_int4(model, tensors: Tensors, target: Path, block_size: int, exclude=(
     finally:
         writer.close()
     return writer.shared_bytes
+
+
+def int4_round_trip(weight: np.ndarray, block_size: int) -> np.ndarray:
+    """`weight` [K, N] through the int4 grid quantize writes, back to float32: onnxruntime's symmetric kernel
+    (quantize_qdq_matmul_4bits) in numpy, 4x faster than running it and unpacking its nibbles. Per block of
+    `block_size` along K, the value of largest magnitude v gives the scale v / -8, values round half away from
+    zero and clip to [-8, 7] (a test checks equality with the written artifact's DequantizeLinear)."""
+    k, n = weight.shape
+    blocks = -(-k // block_size)
+    w = np.zeros((blocks * block_size, n), np.float32)
+    w[:k] = weight
+    w = w.reshape(blocks, block_size, n)
+    v = np.take_along_axis(w, np.abs(w).argmax(axis=1)[:, None, :], axis=1)
+    scale = v / np.float32(-8)
+    y = np.divide(w, scale, out=np.zeros_like(w), where=scale != 0)
+    q = np.clip(np.trunc(y + np.copysign(np.float32(0.5), y)), -8, 7)
+    return (q * scale).reshape(-1, n)[:k]
 
 
 def _finish(model, nodes: list, tensors: Tensors, writer: DataWriter) -> None:

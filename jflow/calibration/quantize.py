@@ -32,8 +32,6 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from jflow.artifact.manifest import Manifest
 from jflow.artifact.writer import ArtifactWriter
 from jflow.artifact.precision import TOLERANCES
@@ -41,8 +39,8 @@ from jflow.calibration.collect import calibrated_form, collect_samples
 from jflow.calibration.ranges import load_observed
 from jflow.calibration.data import calibration_set
 from jflow.calibration.gemms import LLM_FORMS, check_ranges, graph_ranges, measure_llm, open_graph, smooth_and_find
-from jflow.calibration.llm_graph import ROLES, drop_unused_initializers, pack_siblings
-from jflow.calibration.qdq import write_int4, write_int8
+from jflow.calibration.llm_graph import ROLES, gemm_as_matmul, gemm_names, pack_siblings
+from jflow.calibration.qdq import weight_only, write_int8
 from jflow.calibration.ranges import activation_scale
 from jflow.calibration.recipe import QuantRecipe
 from jflow.calibration.tensors import Tensors
@@ -73,8 +71,7 @@ def quantize_artifact(src: str | Path, out: str | Path, recipe: QuantRecipe | st
         raise InputError("a quantized artifact keeps GEMMs float by role (keep_float, stated in its manifest); "
                          "exclude (node names) is for one-graph studies: quantize_graph_int8 / quantize_llm_int4")
     # The recipe's fields under the names the steps below use.
-    precision, method, block_size, smooth, keep_float = (recipe.precision, recipe.method, recipe.block_size,
-                                                         recipe.smooth, recipe.keep_float)
+    precision, method, smooth, keep_float = recipe.precision, recipe.method, recipe.smooth, recipe.keep_float
     samples, steps = recipe.samples, recipe.steps
     m = Manifest.load(src)
     if m.precision != "fp32":
@@ -84,6 +81,9 @@ def quantize_artifact(src: str | Path, out: str | Path, recipe: QuantRecipe | st
     if linked:  # onnx refuses to read such weights (a guard against hard-link attacks), mid-way through
         raise InputError(f"{src}/{linked[0]} has other hard links ({len(linked)} file(s) in all); onnx will not "
                          "read weights from hard-linked files: quantize a real copy (cp -r, not cp -al or ln)")
+    if precision == "int4" and recipe.int8_gemms:
+        from jflow.calibration.sensitivity import check_int8_gemms
+        check_int8_gemms(m, recipe.int8_gemms)
     cset = calibration_set(samples, calib)
     out = check_new_dir(out, "the quantized artifact folder", replace=force, sources=[src])  # never over its source
     cache = Path(cache) if cache else calibration_cache_dir()
@@ -94,6 +94,10 @@ def quantize_artifact(src: str | Path, out: str | Path, recipe: QuantRecipe | st
         folder = collect_samples(m.root, cset, cache, steps=steps, log=log, observe_llm=method == "minmax")
         log(f"  calibration samples ready in {time.perf_counter() - started:5.1f}s")
         targets = plan(precision)
+        mixed = awq = None  # int4: the GEMMs held at int8 and the AWQ scales (sensitivity.plan_int8_gemms)
+        if precision == "int4":
+            from jflow.calibration.sensitivity import plan_int8_gemms
+            mixed, awq = plan_int8_gemms(m, recipe, log)
         smoothing = {"alpha": smooth, "gemms": {}} if smooth else None  # measured once, both forms
         llm: dict = {}  # the LLM's ranges, measured once on the calibrated form (gemms.measure_llm)
         float_gemms: dict[str, int] = {}  # LLM form -> GEMMs kept float
@@ -106,7 +110,12 @@ def quantize_artifact(src: str | Path, out: str | Path, recipe: QuantRecipe | st
                 dest = tmp / m.graph(name)["file"]
                 shared = tmp / m.graph("llm")["file"] if name == "llm_ort" and "llm" in targets else None
                 if target == "int4":
-                    report["shared"] = quantize_llm_int4(m.graph_path(name), dest, recipe, shared=shared)
+                    report["shared"] = quantize_llm_int4(m.graph_path(name), dest, recipe, shared=shared,
+                                                         int8=mixed["int8"], scales=awq)
+                elif name == "llm_ort" and recipe.ort_int8 == "blockwise":
+                    llm.pop("opened", None)  # measured for the portable form; this form needs no ranges
+                    quantize_llm_weights(m.graph_path(name), dest, lambda gemm: "int8-block", recipe.block_size)
+                    float_gemms[name] = 0
                 else:
                     calibrated = calibrated_form(m) if name in LLM_FORMS else name
                     kept = quantize_graph_int8(m, name, dest, folder / calibrated, recipe, smoothing=smoothing,
@@ -116,8 +125,11 @@ def quantize_artifact(src: str | Path, out: str | Path, recipe: QuantRecipe | st
                 log(f"  {name:<12} {target} in {time.perf_counter() - begun:5.1f}s")
                 if report.get("shared"):
                     log(f"  {name} shares {report['shared'] / 2**20:.1f} MiB of weights with llm")
-            data = _manifest(m, precision, targets, cset, method, block_size, folder, smoothing,
-                             {"roles": [ROLES[r] for r in keep_float], "count": float_gemms})
+            if awq:
+                mixed["awq"] = {"gemms": len(awq), "tokens": "as the sensitivity", "grid": "a in 0, 0.1, ..., 0.9",
+                                "alpha": {g: a for g, (_, a) in awq.items()}}
+            data = _manifest(m, recipe, targets, cset, folder, smoothing,
+                             {"roles": [ROLES[r] for r in keep_float], "count": float_gemms}, mixed)
             begun = time.perf_counter()
             _measure(ArtifactWriter(tmp), data, log)  # drafts the manifest, verifies the draft, writes it once
             log(f"  verified against fp32 in {time.perf_counter() - begun:5.1f}s")
@@ -286,66 +298,80 @@ def quantize_graph_int8(m: Manifest, name: str, target: Path, samples: Path, rec
     return len(graph.kept)
 
 
-def quantize_llm_int4(source: Path, target: Path, recipe: QuantRecipe, shared: Path | None = None) -> int:
+def quantize_llm_int4(source: Path, target: Path, recipe: QuantRecipe, shared: Path | None = None,
+                      int8=(), scales: dict | None = None) -> int:
     """The LLM's linear weights (lm_head included, the recipe's exclude left float) as symmetric int4 in
-    blocks of the recipe's block_size, weight-only (QDQ, opset 21). Returns the bytes referenced in `shared`'s
-    data file."""
+    blocks of the recipe's block_size, weight-only (QDQ, opset 21); the GEMMs named in `int8` (gemm_names)
+    per-channel int8 instead; `scales`: AWQ's (s, a) by GEMM name, folded in first. Returns the bytes
+    referenced in `shared`'s data file."""
+    wide = set(int8)
+    return quantize_llm_weights(source, target, (lambda gemm: "int8" if gemm in wide else "int4") if wide else None,
+                                recipe.block_size, exclude=recipe.exclude, shared=shared, scales=scales)
+
+
+def quantize_llm_weights(source: Path, target: Path, format_of: Callable[[str], str] | None, block_size: int,
+                         exclude=(), shared: Path | None = None, scales: dict | None = None) -> int:
+    """An LLM form, packed, with each weight GEMM weight-only in `format_of(its gemm_names name)` (qdq.WEIGHT_ONLY
+    or "int8-block"; None: int4 for every MatMul of a 2-D weight, the graph's structure unread); node names in
+    `exclude` left float; `scales` (GEMM name -> (s, a)) folded in first, the same way in either form
+    (smooth.fold_scales), so both hold the same bytes. Returns the bytes referenced in `shared`'s data file."""
     import onnx
+    from jflow.calibration.smooth import find_pairs, fold_scales
     model = onnx.load(str(source), load_external_data=False)
     tensors = Tensors(model, source.parent)
     gemm_as_matmul(model, tensors)  # lm_head is a Gemm(transB): the weight-only format takes MatMuls
     pack_siblings(model, tensors)
-    return write_int4(model, tensors, target, recipe.block_size, exclude=recipe.exclude, shared=shared)
+    skip = set(exclude)
+    if format_of is None and not scales:
+        inits = {i.name: i for i in model.graph.initializer}
+        formats = {n.name: "int4" for n in model.graph.node if n.op_type == "MatMul" and len(n.input) > 1
+                   and n.input[1] in inits and len(inits[n.input[1]].dims) == 2 and n.name not in skip}
+        return weight_only(model, tensors, target, formats, block_size, shared=shared)
+    names = gemm_names(model)
+    if scales:
+        fold_scales(model, {p.matmul: scales[names[p.matmul]][0] for p in find_pairs(model)
+                            if names.get(p.matmul) in scales}, tensors)
+    format_of = format_of or (lambda gemm: "int4")
+    formats = {node: format_of(name) for node, name in names.items() if node not in skip}
+    return weight_only(model, tensors, target, formats, block_size, shared=shared)
 
 
-def gemm_as_matmul(model, tensors: Tensors | None = None) -> None:
-    """Gemm(A, B, transB=1) with a constant B and no bias -> MatMul(A, B^T), the transpose made when read
-    (`tensors`: where the weights lie; default: in `model`)."""
-    from onnx import helper
-    tensors = tensors or Tensors(model)
-    inits = {i.name: i for i in model.graph.initializer}
-    for index, node in enumerate(model.graph.node):
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if node.op_type != "Gemm" or len(node.input) > 2 or node.input[1] not in inits \
-                or attrs.get("alpha", 1.0) != 1.0 or attrs.get("transA", 0):
-            continue
-        weight, dims = tensors.reader(node.input[1]), list(inits[node.input[1]].dims)
-        name = f"{node.input[1]}.matmul"
-        if attrs.get("transB", 0):
-            tensors.derive(name, lambda weight=weight: np.ascontiguousarray(weight().T), inits[node.input[1]].data_type,
-                           dims[::-1])
-        else:
-            tensors.derive(name, weight, inits[node.input[1]].data_type, dims)
-        model.graph.node[index].CopyFrom(helper.make_node("MatMul", [node.input[0], name], list(node.output),
-                                                          name=node.name))
-    drop_unused_initializers(model)
-
-
-def _manifest(m: Manifest, precision: str, targets: dict, cset, method: str, block_size: int, folder: Path,
-              smoothing: dict | None, float_gemms: dict) -> dict:
+def _manifest(m: Manifest, recipe: QuantRecipe, targets: dict, cset, folder: Path, smoothing: dict | None,
+              float_gemms: dict, mixed: dict | None) -> dict:
     import json
+    precision, block_size = recipe.precision, recipe.block_size
     data = {k: v for k, v in m.data.items() if k not in ("files", "engines", "schema_version", "jflow_version")}
     graphs = {name: dict(entry) for name, entry in m.graphs.items()}
+    blockwise = precision == "int8" and recipe.ort_int8 == "blockwise" and "llm_ort" in graphs
     for name, target in targets.items():
         if name in graphs:
             graphs[name]["precision"] = target
-            if target == "int8":  # keep the per-GEMM Q/DQ pairs apart, or ORT runs them as float MatMuls
+            static = target == "int8" and not (blockwise and name == "llm_ort")
+            if static:  # keep the per-GEMM Q/DQ pairs apart, or ORT runs them as float MatMuls
                 graphs[name]["onnxruntime"] = {"disabled_optimizers": ["CommonSubexpressionElimination"]}
     samples = json.loads((folder / "complete.json").read_text())
+    kept = any(float_gemms["count"].values())
     data.update(precision=precision, graphs=graphs, tolerances=TOLERANCES, quantization={
         "from": {"precision": m.precision, "manifest_sha256": m.digest},
         "graphs": {n: t for n, t in targets.items() if n in graphs},
         "int8": {"weights": "per-channel symmetric int8", "activations": "per-tensor symmetric int8",
-                 "calibration": method, "format": "QDQ (zero point 0)",
+                 "calibration": recipe.method, "format": "QDQ (zero point 0)",
                  "smoothing": {"method": "SmoothQuant (scales folded into the RMSNorm gains and up_proj)",
                                "alpha": smoothing["alpha"], "gemms": smoothing["gemms"]}
                  if smoothing and smoothing["gemms"] else None,
-                 "llm_float_gemms": float_gemms if any(float_gemms["count"].values()) else None},
+                 "llm_float_gemms": float_gemms if kept else None,
+                 "llm_ort": {"weights": f"symmetric int8 in blocks of {block_size} along the input dimension "
+                                        "(weight-only QDQ, opset 21)",
+                             "activations": f"dynamic: int8 per block of {block_size} inside ONNX Runtime's "
+                                            "MatMulNBits (8 bits, accuracy level 4)",
+                             "ort_int8": "blockwise"} if blockwise else None},
         "int4": {"weights": f"symmetric int4, blocks of {block_size} along the input dimension",
                  "activations": "float (weight-only)", "format": "QDQ DequantizeLinear(block_size), opset 21",
-                 "onnxruntime": "MatMulNBits, accuracy level 4"} if precision == "int4" else None,
-        "kept_float": KEPT_FLOAT + [f"the LLM's {role} (int8)" for role in float_gemms["roles"]
-                                    if any(float_gemms["count"].values())],
+                 "onnxruntime": "MatMulNBits, accuracy level 4",
+                 "int8_gemms": {**mixed, "weights": "per-channel symmetric int8 (weight-only QDQ; ONNX Runtime: "
+                                                   "MatMulNBits 8 bits)"}} if precision == "int4" else None,
+        "kept_float": KEPT_FLOAT + [f"the LLM's {role} (int8{', portable form' if blockwise else ''})"
+                                    for role in float_gemms["roles"] if kept],
         "calibration_set": cset.to_manifest(), "samples": samples["samples"],
         "llm_calibrated_on": calibrated_form(m),  # the other LLM form takes its ranges by weight (gemms.py)
         "ode_steps": samples["steps"], "decode_positions": samples["decode_positions"],

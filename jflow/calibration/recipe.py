@@ -14,6 +14,8 @@ from jflow.artifact.precision import QUANTIZED
 from jflow.calibration import KEEP_FLOAT, METHODS, SMOOTH_ALPHA
 from jflow.errors import InputError
 
+ORT_INT8 = ("blockwise", "static")  # QuantRecipe.ort_int8
+
 
 @dataclass(frozen=True)
 class QuantRecipe:
@@ -29,6 +31,19 @@ class QuantRecipe:
     # 30 (6 sampled either way). On the real weights 10 scored top-1 87.7% / KL 0.0505 / ppl +5.0% vs 87.2% /
     # 0.0501 / +3.9% for 30, 118 of 121 LLM ranges within 10%; at full size 30 steps cost ~50 min on 2 cores.
     steps: int = 10
+    # int4: GEMMs held at int8 instead of int4, chosen by measured sensitivity (calibration.sensitivity) while the
+    # LLM's GEMM bytes stay within this many times plain int4's (1.0: plain int4). On the real weights 1.3 scored
+    # top-1 76.3% / KL 0.286 / ppl +19% vs 55.3% / 0.881 / +50% for plain int4.
+    int8_budget: float = 1.3
+    int8_gemms: tuple[str, ...] | None = None  # int4: these GEMMs at int8 (names as the manifest lists them), unmeasured
+    # int8: the ONNX Runtime LLM form's GEMMs. "static": the portable form's W8A8 QDQ (weights shared with it);
+    # "blockwise": weights int8 in blocks of block_size, activations quantized per block inside ONNX Runtime's
+    # MatMulNBits (accuracy level 4), as GenAI's int8. The portable form (TensorRT) keeps static QDQ either way.
+    # Measured (bench preset, 2-core Xeon): blockwise scores top-1 94.5% / KL 0.011 on the real weights (static
+    # 87.7% / 0.051) but its ODE step is x1.16 faster than fp32 where static is x2.26 (MatMulNBits' many-row
+    # kernels): static stays the default until the ODE steps can run a static form beside it.
+    ort_int8: str = "static"
+    awq: bool = False  # int4: AWQ's activation-aware scales (calibration.awq) folded in before rounding
 
     def __post_init__(self) -> None:
         # Here, not at the top: llm_graph needs onnx, and the CLI reads this class's defaults on any machine.
@@ -44,6 +59,17 @@ class QuantRecipe:
         if isinstance(self.keep_float, str) or not set(self.keep_float) <= set(FLOAT_GEMMS):
             raise InputError(f"--keep-float takes roles among {', '.join(FLOAT_GEMMS)} (comma-separated) or none, "
                              f"got {self.keep_float!r}")
+        if isinstance(self.int8_budget, bool) or not isinstance(self.int8_budget, (int, float)) \
+                or not 1 <= self.int8_budget <= 2:
+            raise InputError(f"--int8-budget must be a byte budget in [1, 2] times plain int4, got {self.int8_budget!r}")
+        if self.int8_gemms is not None and (isinstance(self.int8_gemms, str)
+                                            or not all(isinstance(g, str) for g in self.int8_gemms)):
+            raise InputError(f"--int8-gemms takes GEMM names (comma-separated, e.g. lm_head,layers.0.down) or none, "
+                             f"got {self.int8_gemms!r}")
+        if self.ort_int8 not in ORT_INT8:
+            raise InputError(f"--ort-int8 must be one of {', '.join(ORT_INT8)}, got {self.ort_int8!r}")
+        if not isinstance(self.awq, bool):
+            raise InputError(f"awq must be True or False (--awq / --no-awq), got {self.awq!r}")
         if self.symmetric is not True:
             raise InputError(f"symmetric must be True: jflow writes symmetric int4 only, got {self.symmetric!r}")
         if isinstance(self.exclude, str):
@@ -54,6 +80,8 @@ class QuantRecipe:
         # Lists become tuples: the recipe stays hashable and equal to one spelled with tuples.
         object.__setattr__(self, "keep_float", tuple(self.keep_float))
         object.__setattr__(self, "exclude", tuple(self.exclude))
+        if self.int8_gemms is not None:
+            object.__setattr__(self, "int8_gemms", tuple(self.int8_gemms))
 
     @classmethod
     def of(cls, recipe: QuantRecipe | str, **settings) -> QuantRecipe:

@@ -22,9 +22,12 @@ def photos(tmp_path_factory):
 def quantized(tiny_artifact, photos, tmp_path_factory):
     root = tmp_path_factory.mktemp("quant")
     out = {}
-    for precision in ("int8", "int4"):
-        out[precision] = quantize_artifact(tiny_artifact, root / precision, precision, calib=photos, samples=2,
-                                           steps=3, cache=root / "cache", log=lambda _: None)
+    # int8: the ORT LLM form block-wise (--ort-int8 blockwise); int8-static: that form in the portable form's
+    # W8A8 QDQ (the default)
+    for name, precision, settings in (("int8", "int8", {"ort_int8": "blockwise"}), ("int4", "int4", {}),
+                                      ("int8-static", "int8", {})):
+        out[name] = quantize_artifact(tiny_artifact, root / name, precision, calib=photos, samples=2, steps=3,
+                                      cache=root / "cache", log=lambda _: None, **settings)
     return out
 
 

@@ -36,7 +36,7 @@ def test_keep_float_down_alone_quantizes_the_attention_output_projections(tiny_a
     layers = tiny_ref.model.config.language["num_hidden_layers"]
     out = quantize_artifact(tiny_artifact, tmp_path / "int8-down", "int8", calib=photos, samples=2, steps=3,
                             cache=quantized["int8"].parent / "cache",  # the session's calibration samples
-                            keep_float=("down",), log=lambda _: None)
+                            keep_float=("down",), ort_int8="static", log=lambda _: None)  # both forms QDQ
     for name in ("llm", "llm_ort"):
         model = onnx.load(str(out / "onnx" / f"{name}.onnx"), load_external_data=False)
         inits = {i.name for i in model.graph.initializer}

@@ -29,8 +29,9 @@ def _graph(art, name):
 
 
 def test_the_manifest_states_every_graphs_precision_and_the_provenance(quantized):
-    for precision, art in quantized.items():
+    for name, art in quantized.items():
         m = Manifest.load(art)
+        precision = m.precision
         expected = {"siglip": "int8", "gen_encoder": "int8", "gen_decoder": "int8", "vae_decoder": "fp32",
                     "llm": precision, "llm_ort": precision}
         assert m.precision == precision and {n: m.graph_precision(n) for n in m.graphs} == expected
@@ -46,7 +47,7 @@ def test_the_manifest_states_every_graphs_precision_and_the_provenance(quantized
 
 @pytest.mark.parametrize("name", ["siglip", "llm", "llm_ort", "gen_encoder", "gen_decoder"])
 def test_int8_qdq_is_symmetric_and_only_on_matmuls_and_convs(quantized, name):
-    model = _graph(quantized["int8"], name)
+    model = _graph(_int8(quantized, name), name)
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     consumers = {}
     for node in model.graph.node:
@@ -64,6 +65,11 @@ def test_int8_qdq_is_symmetric_and_only_on_matmuls_and_convs(quantized, name):
     assert not any(n.op_type in FLOAT_ONLY_OPS and n.name.endswith("_quant") for n in model.graph.node)
 
 
+def _int8(quantized, name):
+    """The int8 artifact whose `name` holds W8A8 QDQ: the ORT LLM form only in the static one (the default)."""
+    return quantized["int8-static" if name == "llm_ort" else "int8"]
+
+
 def _activation_scales(art, name):
     model = _graph(art, name)
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
@@ -76,7 +82,7 @@ def test_percentile_calibration_runs_on_samples_of_different_lengths(tiny_artifa
     out = quantize_artifact(tiny_artifact, tmp_path / "percentile", "int8", calib=photos, samples=2, steps=3,
                             method="percentile", cache=quantized["int8"].parent / "cache", log=lambda _: None)
     assert Manifest.load(out).data["quantization"]["int8"]["calibration"] == "percentile"
-    for name in ("llm_ort", "gen_encoder"):
+    for name in ("llm", "gen_encoder"):
         clipped, full = _activation_scales(out, name), _activation_scales(quantized["int8"], name)
         assert clipped.keys() == full.keys() and all(np.isfinite(v) and v > 0 for v in clipped.values())
         # the 99.999th percentile of |x| never exceeds the maximum, and somewhere clips below it
@@ -87,7 +93,7 @@ def test_percentile_calibration_runs_on_samples_of_different_lengths(tiny_artifa
 @pytest.mark.parametrize("name", ["siglip", "llm", "llm_ort", "gen_encoder", "gen_decoder"])
 def test_int8_is_w8a8_every_weight_gemm_reads_a_quantized_activation(quantized, name):
     # Not silently weight-only: a calibrator that cannot see a tensor's type skips it without a word.
-    model = _graph(quantized["int8"], name)
+    model = _graph(_int8(quantized, name), name)
     produced = {o: n for n in model.graph.node for o in n.output}
     time_only = {n.name for n in model.graph.node if n.op_type == "Gemm" and "time_embed" in n.input[1]}
     gemms = [n for n in model.graph.node if n.op_type in QUANTIZED_OPS and n.name not in time_only
@@ -108,8 +114,9 @@ def test_onnxruntime_runs_every_int8_gemm_as_an_integer_kernel(quantized, name, 
     options.optimized_model_filepath = str(tmp_path / f"{name}.opt.onnx")
     options.add_session_config_entry("session.optimized_model_external_initializers_file_name", "opt.data")
     from jflow.artifact.contract import disabled_optimizers
-    entry = Manifest.load(quantized["int8"]).graph(name)  # the runtime creates its sessions the same way
-    ort.InferenceSession(str(quantized["int8"] / "onnx" / f"{name}.onnx"), options, providers=["CPUExecutionProvider"],
+    art = _int8(quantized, name)
+    entry = Manifest.load(art).graph(name)  # the runtime creates its sessions the same way
+    ort.InferenceSession(str(art / "onnx" / f"{name}.onnx"), options, providers=["CPUExecutionProvider"],
                          disabled_optimizers=disabled_optimizers(entry))
     model = onnx.load(options.optimized_model_filepath, load_external_data=False)
     produced = {o: n.op_type for n in model.graph.node for o in n.output}
@@ -153,8 +160,10 @@ def test_int4_is_blocked_weight_only_and_becomes_matmulnbits_in_onnxruntime(quan
         assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 21
         blocked = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"
                    and any(a.name == "block_size" and a.i == 32 for a in n.attribute)}
+        # the GEMMs the recipe holds at int8 (test_mixed_precision.py) are per-channel int8, not blocked
+        weights = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
         matmuls = [n for n in model.graph.node if n.op_type == "MatMul"]
-        assert len([m for m in matmuls if m.input[1] in blocked]) == len(blocked) >= 7  # one per weight MatMul
+        assert blocked and len([m for m in matmuls if m.input[1] in weights]) == len(weights) >= 7  # one per MatMul
         assert not any(n.op_type == "QuantizeLinear" for n in model.graph.node)  # activations stay float
         options = ort.SessionOptions()
         options.optimized_model_filepath = str(tmp_path / f"{name}.opt.onnx")
@@ -171,8 +180,8 @@ def test_qkv_and_gate_up_are_packed_in_both_llm_forms(quantized, tiny_ref, preci
         produced = {o: n.op_type for n in model.graph.node for o in n.output}
         weight_gemms = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm")
                         and produced.get(n.input[1]) == "DequantizeLinear"]
-        # qkv, gate_up and lm_head; o and down too in int4 (int8 keeps them float)
-        per_layer = 2 if precision == "int8" else 4
+        # qkv, gate_up and lm_head; o and down too in int4 and the blockwise ORT form (int8 keeps them float)
+        per_layer = 2 if precision == "int8" and name == "llm" else 4
         assert len(weight_gemms) == per_layer * layers + 1, (name, len(weight_gemms))
         splits = sum(n.op_type == "Split" and n.name.endswith(".packed.split") for n in model.graph.node)
         attention = [n for n in model.graph.node if n.op_type == "GroupQueryAttention"]
@@ -190,7 +199,7 @@ def test_int8_keeps_the_mlp_down_and_attention_output_projections_float_in_both_
     from jflow.calibration.llm_graph import attention_projections
     layers = tiny_ref.model.config.language["num_hidden_layers"]
     for name in ("llm", "llm_ort"):
-        model = _graph(quantized["int8"], name)
+        model = _graph(_int8(quantized, name), name)
         inits = {i.name for i in model.graph.initializer}
         produced = {o: n for n in model.graph.node for o in n.output}
         float_gemms = [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inits]
@@ -202,14 +211,18 @@ def test_int8_keeps_the_mlp_down_and_attention_output_projections_float_in_both_
                 continue
             made = produced[node.input[0]]
             assert made.op_type == "Mul" and any(produced[i].op_type == "Split" for i in made.input), node.name
-    q = Manifest.load(quantized["int8"]).data["quantization"]
+    q = Manifest.load(quantized["int8-static"]).data["quantization"]
     assert q["int8"]["llm_float_gemms"]["count"] == {"llm": 2 * layers, "llm_ort": 2 * layers}
     assert "the LLM's attention output projections (int8)" in q["kept_float"]
     assert "the LLM's MLP down projections (int8)" in q["kept_float"]
+    q = Manifest.load(quantized["int8"]).data["quantization"]  # blockwise: the ORT form keeps none float
+    assert q["int8"]["llm_float_gemms"]["count"] == {"llm": 2 * layers, "llm_ort": 0}
+    assert "the LLM's MLP down projections (int8, portable form)" in q["kept_float"]
 
 
 def test_both_llm_forms_share_their_quantized_weights(quantized):
-    for art in quantized.values():
+    # (the blockwise ORT form of int8 holds its own block-wise weights: test_int8_ort_form_is_blockwise...)
+    for art in (quantized["int4"], quantized["int8-static"]):
         fused = onnx.load(str(art / "onnx" / "llm_ort.onnx"), load_external_data=False)
         locations = {e.value for i in fused.graph.initializer for e in i.external_data if e.key == "location"}
         weights = [i for i in fused.graph.initializer if i.name.endswith(("_quantized", "_DQ_Q4"))]

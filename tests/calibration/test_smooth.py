@@ -20,10 +20,6 @@ def _packed(art, name):
     return model
 
 
-def _samples(quantized, name):
-    return next((quantized["int8"].parent / "cache").glob(f"*/{name}"))
-
-
 def _run(model, feeds):
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})
@@ -38,9 +34,9 @@ def test_smoothing_finds_the_norm_gains_and_up_proj_of_every_layer(tiny_artifact
         assert kinds.count("gain") == 2 * layers and kinds.count("columns") == layers, (name, kinds)
 
 
-def test_smoothing_is_exact_in_float_and_identical_in_both_forms(tiny_artifact, quantized, portable_samples):
+def test_smoothing_is_exact_in_float_and_identical_in_both_forms(tiny_artifact, recorded_samples, portable_samples):
     maxima = channel_maxima(_packed(tiny_artifact, "llm_ort"), tiny_artifact / "onnx" / "llm_ort.onnx",
-                            _samples(quantized, "llm_ort"))
+                            recorded_samples / "llm_ort")
     assert maxima and all(np.all(m >= 0) and m.max() > 0 for m in maxima.values())
     smoothed_weights = {}
     for name in ("llm", "llm_ort"):
@@ -52,7 +48,7 @@ def test_smoothing_is_exact_in_float_and_identical_in_both_forms(tiny_artifact, 
         assert all(not np.array_equal(inits[p.weight], original[p.weight]) for p in pairs)  # it did rescale
         smoothed_weights[name] = {inits[p.weight].tobytes() for p in pairs} | {inits[p.source].tobytes()
                                                                               for p in pairs}
-        samples = portable_samples / "llm" if name == "llm" else _samples(quantized, name)
+        samples = portable_samples / "llm" if name == "llm" else recorded_samples / name
         reader = SampleReader(samples, [i.name for i in before.graph.input])
         for _ in range(2):
             feeds = reader.get_next()
@@ -66,5 +62,7 @@ def test_the_int8_manifest_records_the_smoothing_and_int4_has_none(quantized, ti
     layers = tiny_ref.model.config.language["num_hidden_layers"]
     int8 = Manifest.load(quantized["int8"]).data["quantization"]["int8"]["smoothing"]
     # Q/K/V and gate/up of every layer; the down projections stay float (not smoothed: nothing to gain)
-    assert int8["alpha"] == SMOOTH_ALPHA and int8["gemms"] == {"llm": 2 * layers, "llm_ort": 2 * layers}
+    assert int8["alpha"] == SMOOTH_ALPHA and int8["gemms"] == {"llm": 2 * layers}  # llm_ort: block-wise, unsmoothed
+    static = Manifest.load(quantized["int8-static"]).data["quantization"]["int8"]["smoothing"]
+    assert static["gemms"] == {"llm": 2 * layers, "llm_ort": 2 * layers}
     assert Manifest.load(quantized["int4"]).data["quantization"]["int8"]["smoothing"] is None  # LLM is int4
