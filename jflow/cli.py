@@ -127,9 +127,10 @@ def onnx_command(ctx, model, legacy_model, out, precision, max_batch, max_contex
                    "projections: not smoothable under grouped-query attention), or none. The portable LLM form "
                    "(TensorRT) only, unless --ort-int8 static.")
 @click.option("--ort-int8", type=click.Choice(ORT_INT8), default=QuantRecipe.ort_int8, show_default=True,
-              help="int8: the ONNX Runtime LLM form's GEMMs. static: the portable form's W8A8 QDQ (fast ODE "
-                   "steps); blockwise: int8 weights in blocks, activations quantized per block in the kernel "
-                   "(MatMulNBits: closer to fp32, slower ODE steps).")
+              help="int8: the ONNX Runtime LLM form's GEMMs. blockwise: int8 weights in blocks, activations "
+                   "quantized per block in the kernel (MatMulNBits: close to fp32, slow at many rows); static: the "
+                   "portable form's W8A8 QDQ (fast, less accurate); split: blockwise for the text, a static form "
+                   "for the ODE steps.")
 @click.option("--int8-budget", default=QuantRecipe.int8_budget, show_default=True, type=click.FloatRange(1, 2),
               help="int4: LLM GEMMs most sensitive to int4 (measured) held at int8 while the LLM's GEMM bytes stay "
                    "within this many times plain int4's (1: plain int4).")

@@ -29,8 +29,8 @@ from jflow.calibration.recipe import QuantRecipe
 RECIPE = QuantRecipe("int8", samples=2, steps=6)
 # The shipped recipes and the ones they replaced: int8's ORT LLM form block-wise (MatMulNBits 8-bit) or static
 # W8A8 QDQ; int4 with the measured int8 GEMMs (1.3x bytes) or plain.
-VARIANTS = {"int8": {}, "int8-static": {"ort_int8": "static"}, "int4": {"precision": "int4"},
-            "int4-plain": {"precision": "int4", "int8_budget": 1.0}}
+VARIANTS = {"int8-static": {}, "int8": {"ort_int8": "blockwise"}, "int8-split": {"ort_int8": "split"},
+            "int4": {"precision": "int4"}, "int4-plain": {"precision": "int4", "int8_budget": 1.0}}
 
 
 def stages(artifact: str) -> dict:
@@ -66,6 +66,8 @@ def llm_weight_bytes(artifact: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", default=None, help="comma-separated variants to measure (with fp32, in one run); "
+                                                     "their rows replace those in the results file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -83,7 +85,8 @@ def main() -> None:
     from jflow.runtime.profile_stages import cpu_model
     fp32 = bench_artifact()
     artifacts = {"fp32": fp32}
-    for name, settings in VARIANTS.items():
+    chosen = args.only.split(",") if args.only else list(VARIANTS)
+    for name, settings in {n: VARIANTS[n] for n in chosen}.items():
         out = fp32.parent / f"{fp32.name}-{name}"
         quantize_artifact(fp32, out, QuantRecipe.of(RECIPE, **settings), force=True)  # today's code, every run
         artifacts[name] = out
@@ -109,11 +112,19 @@ def main() -> None:
                                    for name, row in results["stages"].items() if name != "fp32"}
     bandwidth = copy_bandwidth()
     results["bandwidth_gb_s"] = round(bandwidth / 1e9, 1)
-    results["int4_decode_floor_ms"] = round(llm_weight_bytes(artifacts["int4"]) / bandwidth * 1e3, 2)
+    if "int4" in artifacts:
+        results["int4_decode_floor_ms"] = round(llm_weight_bytes(artifacts["int4"]) / bandwidth * 1e3, 2)
     results["fp32_decode_floor_ms"] = round(llm_weight_bytes(fp32) / bandwidth * 1e3, 2)
     print(json.dumps(results["speedups_vs_fp32"], indent=1), "floors (ms):", results["fp32_decode_floor_ms"],
-          results["int4_decode_floor_ms"])
-    (RESULTS / "bench_quant_speed.json").write_text(json.dumps(results, indent=2) + "\n")
+          results.get("int4_decode_floor_ms"))
+    path = RESULTS / "bench_quant_speed.json"
+    if args.only and path.is_file():  # the other variants' rows stay, each with the fp32 of its own run
+        earlier = json.loads(path.read_text())
+        for key in ("stages", "speedups_vs_fp32", "sizes_gib"):
+            earlier.setdefault(key, {}).update({f"{k} (run of {args.only})" if k == "fp32" else k: v
+                                                for k, v in results[key].items()})
+        results = earlier
+    path.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,9 @@ OPTIONAL_GRAPH_IO = {
     "llm_ort": (("inputs_embeds", "position_ids", "seqlens_k", "query_seqlens", "total_sequence_length"),
                 ("hidden_states", "logits")),
 }
+# A quantized artifact may run the ODE steps on another ONNX Runtime form over the same cache (an int8 one's
+# static W8A8 form, fast at many rows, beside a block-wise llm_ort for the text): the same tensors.
+OPTIONAL_GRAPH_IO["llm_ort_step"] = OPTIONAL_GRAPH_IO["llm_ort"]
 GRAPH_NAMES = tuple(GRAPH_IO)
 # The rank of every tensor the runtime binds, and the axes whose sizes it reads (they must be numbers).
 RANKS = {"pixel_values": 4, "image_embeds": 3, "inputs_embeds": 3, "attention_mask": 2, "position_ids": 2,
@@ -181,7 +184,7 @@ def _check_shapes(name: str, g: dict, where: str) -> None:
             raise ArtifactError(f"{where}: {tname} needs fixed sizes on axes {unsized}, got {shape}; {REEXPORT}")
     past = sorted(n[len("past_"):] for n in kv if n.startswith("past_"))
     present = sorted(n[len("present_"):] for n in kv if n.startswith("present_"))
-    if name in ("llm", "llm_ort") and (not past or past != present):
+    if name in ("llm", "llm_ort", "llm_ort_step") and (not past or past != present):
         raise ArtifactError(f"{where}: the KV cache needs one present_* output per past_* input, got "
                             f"{len(past)} past and {len(present)} present; {REEXPORT}")
 

@@ -48,6 +48,7 @@ from jflow.errors import InputError
 from jflow.fsutil import check_new_dir, partial_prefix, staged_dir
 
 STATIC = ("siglip", "llm", "llm_ort", "gen_encoder", "gen_decoder")
+STEP_FORM = "llm_ort_step"  # int8 --ort-int8 split: the static ORT form the ODE steps run (llm_runner.FusedLlm)
 KEPT_FLOAT = ["norm statistics (RMSNorm, LayerNorm)", "softmax and attention scores (activation x activation)",
               "GRN", "time features (sinusoids, time MLP, adaLN scale/shift from t_emb)",
               "ODE state z, guidance and Euler update", "SDXL VAE decoder (whole graph)"]
@@ -112,7 +113,16 @@ def quantize_artifact(src: str | Path, out: str | Path, recipe: QuantRecipe | st
                 if target == "int4":
                     report["shared"] = quantize_llm_int4(m.graph_path(name), dest, recipe, shared=shared,
                                                          int8=mixed["int8"], scales=awq)
-                elif name == "llm_ort" and recipe.ort_int8 == "blockwise":
+                elif name == "llm_ort" and recipe.ort_int8 in ("blockwise", "split"):
+                    if recipe.ort_int8 == "split":  # first the ODE steps' static form, from the opened graph
+                        kept = quantize_graph_int8(m, name, dest.with_name(f"{STEP_FORM}.onnx"),
+                                                   folder / calibrated_form(m), recipe, smoothing=smoothing, llm=llm,
+                                                   shared=shared, report=report)
+                        float_gemms[STEP_FORM] = kept
+                        if smoothing:
+                            smoothing["gemms"][STEP_FORM] = smoothing["gemms"].pop(name)
+                        log(f"  {STEP_FORM:<12} int8 (static, for the ODE steps) in "
+                            f"{time.perf_counter() - begun:5.1f}s")
                     llm.pop("opened", None)  # measured for the portable form; this form needs no ranges
                     quantize_llm_weights(m.graph_path(name), dest, lambda gemm: "int8-block", recipe.block_size)
                     float_gemms[name] = 0
@@ -233,8 +243,9 @@ def _verify_in_parts(root: Path) -> list:
     ORT LLM form). One Pipeline for all held both LLM forms' sessions beside the VAE: 12.1 GiB at full size,
     above the 12 GiB the whole quantize must fit in."""
     from jflow.runtime.verify import E2E, verify_artifact
-    graphs = list(Manifest.load(root, check_files=False).graphs)
-    parts = [[n] for n in graphs if n == "llm"] + [[n for n in graphs if n not in LLM_FORMS]]
+    m = Manifest.load(root, check_files=False)
+    graphs = list(m.graphs)  # (forms of llm other than itself are checked through the end-to-end cases)
+    parts = [[n] for n in graphs if n == "llm"] + [[n for n in graphs if n not in LLM_FORMS and n not in m.forms]]
     reports = [verify_artifact(root, graphs=part, end_to_end=False) for part in parts if part]
     return reports + [verify_artifact(root, graphs=list(E2E))]
 
@@ -342,7 +353,11 @@ def _manifest(m: Manifest, recipe: QuantRecipe, targets: dict, cset, folder: Pat
     precision, block_size = recipe.precision, recipe.block_size
     data = {k: v for k, v in m.data.items() if k not in ("files", "engines", "schema_version", "jflow_version")}
     graphs = {name: dict(entry) for name, entry in m.graphs.items()}
-    blockwise = precision == "int8" and recipe.ort_int8 == "blockwise" and "llm_ort" in graphs
+    blockwise = precision == "int8" and recipe.ort_int8 in ("blockwise", "split") and "llm_ort" in graphs
+    targets = dict(targets)
+    if blockwise and recipe.ort_int8 == "split":  # the ODE steps' static form, over llm_ort's cache and tensors
+        graphs[STEP_FORM] = {**graphs["llm_ort"], "file": f"{Path(graphs['llm_ort']['file']).parent}/{STEP_FORM}.onnx"}
+        targets[STEP_FORM] = "int8"
     for name, target in targets.items():
         if name in graphs:
             graphs[name]["precision"] = target
@@ -364,7 +379,9 @@ def _manifest(m: Manifest, recipe: QuantRecipe, targets: dict, cset, folder: Pat
                                         "(weight-only QDQ, opset 21)",
                              "activations": f"dynamic: int8 per block of {block_size} inside ONNX Runtime's "
                                             "MatMulNBits (8 bits, accuracy level 4)",
-                             "ort_int8": "blockwise"} if blockwise else None},
+                             "ort_int8": recipe.ort_int8,
+                             "ode_steps": f"{STEP_FORM}: the static W8A8 form (weights shared with llm)"
+                             if recipe.ort_int8 == "split" else "llm_ort"} if blockwise else None},
         "int4": {"weights": f"symmetric int4, blocks of {block_size} along the input dimension",
                  "activations": "float (weight-only)", "format": "QDQ DequantizeLinear(block_size), opset 21",
                  "onnxruntime": "MatMulNBits, accuracy level 4",

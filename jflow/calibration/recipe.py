@@ -14,7 +14,7 @@ from jflow.artifact.precision import QUANTIZED
 from jflow.calibration import KEEP_FLOAT, METHODS, SMOOTH_ALPHA
 from jflow.errors import InputError
 
-ORT_INT8 = ("blockwise", "static")  # QuantRecipe.ort_int8
+ORT_INT8 = ("static", "blockwise", "split")  # QuantRecipe.ort_int8
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,14 @@ class QuantRecipe:
     int8_gemms: tuple[str, ...] | None = None  # int4: these GEMMs at int8 (names as the manifest lists them), unmeasured
     # int8: the ONNX Runtime LLM form's GEMMs. "static": the portable form's W8A8 QDQ (weights shared with it);
     # "blockwise": weights int8 in blocks of block_size, activations quantized per block inside ONNX Runtime's
-    # MatMulNBits (accuracy level 4), as GenAI's int8. The portable form (TensorRT) keeps static QDQ either way.
-    # Measured (bench preset, 2-core Xeon): blockwise scores top-1 94.5% / KL 0.011 on the real weights (static
-    # 87.7% / 0.051) but its ODE step is x1.16 faster than fp32 where static is x2.26 (MatMulNBits' many-row
-    # kernels): static stays the default until the ODE steps can run a static form beside it.
-    ort_int8: str = "static"
+    # MatMulNBits (accuracy level 4), as GenAI's int8; "split": blockwise for the prefill and decode, and a
+    # second, static ORT form (llm_ort_step, weights shared with the portable form) for the ODE steps. The
+    # portable form (TensorRT) keeps static QDQ in every case.
+    # Measured (bench preset, 2-core Xeon, vs fp32): split runs the ODE step x2.40 and decode x2.61 with the text
+    # as close to fp32 as GenAI's int8 (real weights: top-1 94.5% / KL 0.011, static 87.7% / 0.051); blockwise
+    # alone runs the ODE step only x1.16 (MatMulNBits at many rows). Cost of split: the understanding prefill
+    # (x0.93, static x2.17) and a second copy of the LLM's int8 weights on disk.
+    ort_int8: str = "split"
     awq: bool = False  # int4: AWQ's activation-aware scales (calibration.awq) folded in before rounding
 
     def __post_init__(self) -> None:

@@ -45,6 +45,7 @@ class LlmRunner(ABC):
         self.vocab = outputs["logits"]["shape"][-1]
         self.dtype = NUMPY_DTYPES[inputs["inputs_embeds"]["dtype"]]
         self.graph = backend.runner(self.graph_name, manifest)
+        self.stepper = self.graph  # the graph the ODE steps run (FusedLlm: llm_ort_step where the artifact has it)
 
     # ---- what a form implements ---------------------------------------------------------------------
     @abstractmethod
@@ -66,6 +67,8 @@ class LlmRunner(ABC):
     # ---- the loops' API -----------------------------------------------------------------------------
     def deactivate(self) -> None:
         self.graph.deactivate()
+        if self.stepper is not self.graph:
+            self.stepper.deactivate()
 
     def new_cache(self, rows: int, capacity: int) -> KVCache:
         limit = int(self.manifest.limits["max_context"])
@@ -107,8 +110,8 @@ class LlmRunner(ABC):
             binding = cache.steps[seq] = self.step_binding(cache, seq)
         if binding.input is not embeds:  # bound again only when the input buffer changes (the ODE loop
             binding.input = embeds        # passes gen_encoder's same output buffer every step)
-            binding.prepared = self.graph.prepare({**binding.feeds, "inputs_embeds": embeds}, binding.outputs)
-        self.graph.run(binding.prepared)
+            binding.prepared = self.stepper.prepare({**binding.feeds, "inputs_embeds": embeds}, binding.outputs)
+        self.stepper.run(binding.prepared)
         return binding.outputs["hidden_states"]
 
     def decode_one(self, cache: KVCache, embeds: np.ndarray) -> Any:
@@ -126,6 +129,12 @@ class FusedLlm(LlmRunner):
     """`llm_ort`: GroupQueryAttention over one buffer per layer, bound as past and present (in place)."""
 
     graph_name = "llm_ort"
+    step_graph = "llm_ort_step"  # an int8 artifact's static form for the ODE steps, over the same cache buffers
+
+    def __init__(self, backend, manifest):
+        super().__init__(backend, manifest)
+        if self.step_graph in manifest.graphs:
+            self.stepper = backend.runner(self.step_graph, manifest)
 
     def allocate(self, rows: int, capacity: int, max_position: int) -> FusedCache:
         shape = (rows, self.kv_heads, capacity, self.head_dim)

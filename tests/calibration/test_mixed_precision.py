@@ -217,3 +217,42 @@ def test_awq_scales_are_recorded_and_folded_alike_into_both_forms(tiny_artifact,
     plain = _graph(quantized["int4"], "llm")
     assert {i.name for i in plain.graph.initializer} == {i.name for i in _graph(out, "llm").graph.initializer}
     assert verify_artifact(out).ok
+
+
+def test_split_int8_runs_the_ode_steps_on_a_static_form_and_the_text_on_the_blockwise_one(
+        tiny_artifact, quantized, photos, photo, tmp_path):
+    from collections import Counter
+
+    from jflow.runtime.backends import Hook
+    from jflow.runtime.pipeline import Pipeline
+
+    class Calls(Hook):
+        def __init__(self):
+            self.count = Counter()
+
+        def call(self, runner, feeds):
+            self.count[(runner.name, int(np.shape(feeds["inputs_embeds"])[1]) if "inputs_embeds" in feeds else 0)] += 1
+            return super().call(runner, feeds)
+
+    out = quantize_artifact(tiny_artifact, tmp_path / "split", "int8", calib=photos, samples=2, steps=3,
+                            cache=quantized["int8"].parent / "cache", log=lambda _: None)  # the default: split
+    m = Manifest.load(out)
+    assert m.data["quantization"]["int8"]["llm_ort"]["ort_int8"] == "split"
+    assert m.graph("llm_ort_step")["form_of"] == "llm" and m.graph_precision("llm_ort_step") == "int8"
+    # the step form is the static W8A8 one, its weights referenced in the portable form's file
+    step, static = _graph(out, "llm_ort_step"), _graph(quantized["int8-static"], "llm_ort")
+    assert sorted(n.op_type for n in step.graph.node) == sorted(n.op_type for n in static.graph.node)
+    weights = [i for i in onnx.load(str(out / "onnx" / "llm_ort_step.onnx"), load_external_data=False).graph.initializer
+               if i.name.endswith("_quantized")]
+    assert weights and all({e.value for e in w.external_data if e.key == "location"} == {"llm.onnx.data"}
+                           for w in weights)
+    assert _weight_kinds(_graph(out, "llm_ort"))[0] == "int8-block"
+    calls = Calls()
+    with Pipeline.load(out, hooks=[calls]) as pipe:
+        latents = pipe.generate_latents("a lighthouse", steps=3, seed=0)
+        assert np.isfinite(latents).all() and len(pipe.answer_tokens(photo, "what is this?", max_new_tokens=3)[0])
+    steps = {k: v for k, v in calls.count.items() if k[0].startswith("llm")}
+    assert steps[("llm_ort_step", 577)] == 3 and ("llm_ort", 577) not in steps  # every ODE step, on the static form
+    assert any(k[0] == "llm_ort" and k[1] == 1 for k in steps)  # decode on the block-wise one
+    assert not any(k[0] == "llm_ort_step" and k[1] != 577 for k in steps)
+    assert verify_artifact(out).ok

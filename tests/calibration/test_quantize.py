@@ -66,7 +66,7 @@ def test_int8_qdq_is_symmetric_and_only_on_matmuls_and_convs(quantized, name):
 
 
 def _int8(quantized, name):
-    """The int8 artifact whose `name` holds W8A8 QDQ: the ORT LLM form only in the static one (the default)."""
+    """The int8 artifact whose `name` holds W8A8 QDQ: the ORT LLM form only in the static one."""
     return quantized["int8-static" if name == "llm_ort" else "int8"]
 
 
