@@ -5,6 +5,7 @@ portable graph's nodes have no telling names, so roles are found from the wiring
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 from onnx import TensorProto
@@ -153,3 +154,14 @@ def gemm_as_matmul(model, tensors: Tensors | None = None) -> None:
         model.graph.node[index].CopyFrom(helper.make_node("MatMul", [node.input[0], name], list(node.output),
                                                           name=node.name))
     drop_unused_initializers(model)
+
+
+def open_weight_gemms(source: Path):
+    """(model, tensors): an LLM form opened without its weights, as the weight-only writer and the sensitivity
+    measure take it: lm_head as a MatMul (gemm_as_matmul) and Q/K/V, gate/up packed (pack_siblings)."""
+    import onnx
+    model = onnx.load(str(source), load_external_data=False)
+    tensors = Tensors(model, source.parent)
+    gemm_as_matmul(model, tensors)  # lm_head is a Gemm(transB): the weight-only format takes MatMuls
+    pack_siblings(model, tensors)
+    return model, tensors

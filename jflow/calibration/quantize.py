@@ -39,11 +39,10 @@ from jflow.calibration.collect import calibrated_form, collect_samples
 from jflow.calibration.ranges import load_observed
 from jflow.calibration.data import calibration_set
 from jflow.calibration.gemms import LLM_FORMS, check_ranges, graph_ranges, measure_llm, open_graph, smooth_and_find
-from jflow.calibration.llm_graph import ROLES, gemm_as_matmul, gemm_names, pack_siblings
+from jflow.calibration.llm_graph import ROLES, gemm_names, open_weight_gemms
 from jflow.calibration.qdq import weight_only, write_int8
 from jflow.calibration.ranges import activation_scale
 from jflow.calibration.recipe import QuantRecipe
-from jflow.calibration.tensors import Tensors
 from jflow.errors import InputError
 from jflow.fsutil import check_new_dir, partial_prefix, staged_dir
 
@@ -326,12 +325,8 @@ def quantize_llm_weights(source: Path, target: Path, format_of: Callable[[str], 
     or "int8-block"; None: int4 for every MatMul of a 2-D weight, the graph's structure unread); node names in
     `exclude` left float; `scales` (GEMM name -> (s, a)) folded in first, the same way in either form
     (smooth.fold_scales), so both hold the same bytes. Returns the bytes referenced in `shared`'s data file."""
-    import onnx
     from jflow.calibration.smooth import find_pairs, fold_scales
-    model = onnx.load(str(source), load_external_data=False)
-    tensors = Tensors(model, source.parent)
-    gemm_as_matmul(model, tensors)  # lm_head is a Gemm(transB): the weight-only format takes MatMuls
-    pack_siblings(model, tensors)
+    model, tensors = open_weight_gemms(source)
     skip = set(exclude)
     if format_of is None and not scales:
         inits = {i.name: i for i in model.graph.initializer}

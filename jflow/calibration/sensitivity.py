@@ -3,8 +3,8 @@
 A GEMM's sensitivity is the mean KL(fp32 || that GEMM alone int4) of the next-token distributions over a
 stretch of calibration text: the same quantity the accuracy report scores for a whole artifact, one GEMM
 at a time (with the int4 grid and kernel the artifact will hold). The relative output error of a GEMM
-cannot rank them: int4 in blocks of 32 costs every GEMM about the same relative error (0.6-0.7% on the real
-weights); what differs is how much of it survives to the logits.
+cannot rank them: int4 in blocks of 32 costs GEMMs about the same relative error (0.6-0.7% for layer 1's four
+on the real weights, results/gptq_check.json); what differs is how much of it survives to the logits.
 
 Running the graph once per GEMM is affordable because it is one ONNX Runtime session: the portable LLM
 form with its weight GEMMs' weights turned into graph inputs, so each run feeds the fp32 weights with one of
@@ -68,15 +68,9 @@ def measure_sensitivity(manifest, block_size: int, tokens: int = TOKENS, log: Ca
     With `awq`, the scales are searched first (calibration.awq, on the GEMM inputs of the same text) and
     folded in, and the sensitivities are those of the scaled weights: what the artifact will hold."""
     import onnx
-    from jflow.calibration.llm_graph import gemm_names, pack_siblings
-    from jflow.calibration.llm_graph import gemm_as_matmul
+    from jflow.calibration.llm_graph import gemm_names, open_weight_gemms
     from jflow.calibration.smooth import find_pairs, fold_scales
-    from jflow.calibration.tensors import Tensors
-    source = manifest.graph_path("llm")
-    model = onnx.load(str(source), load_external_data=False)
-    tensors = Tensors(model, source.parent)
-    gemm_as_matmul(model, tensors)
-    pack_siblings(model, tensors)
+    model, tensors = open_weight_gemms(manifest.graph_path("llm"))
     names = gemm_names(model)
     ids = calibration_text_ids(manifest.root, tokens)
     scales = None
@@ -193,15 +187,8 @@ def _text_feeds(manifest, session, ids: list[int]) -> dict[str, np.ndarray]:
 
 def llm_gemms(manifest) -> dict[str, tuple[int, int]]:
     """The portable LLM form's weight GEMMs, packed as quantize packs them: name -> weight shape [K, N]."""
-    import onnx
-    from jflow.calibration.llm_graph import gemm_names, pack_siblings
-    from jflow.calibration.llm_graph import gemm_as_matmul
-    from jflow.calibration.tensors import Tensors
-    source = manifest.graph_path("llm")
-    model = onnx.load(str(source), load_external_data=False)
-    tensors = Tensors(model, source.parent)
-    gemm_as_matmul(model, tensors)
-    pack_siblings(model, tensors)
+    from jflow.calibration.llm_graph import gemm_names, open_weight_gemms
+    model, _ = open_weight_gemms(manifest.graph_path("llm"))
     dims = {i.name: tuple(i.dims) for i in model.graph.initializer}
     nodes = {n.name: n for n in model.graph.node}
     return {name: dims[nodes[node].input[1]] for node, name in gemm_names(model).items()}
