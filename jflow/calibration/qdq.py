@@ -178,12 +178,11 @@ def weight_only(model, tensors: Tensors, target: Path, formats: dict[str, str], 
                 continue
             if kind != "int8":  # (int4 and int8-block were handled above)
                 raise ValueError(f"jflow bug: weight-only format {kind!r} is not one of {WEIGHT_ONLY}")
-            scale = np.abs(weight).max(axis=0) / np.float32(127)
-            scale[scale == 0] = 1
-            q = quantize_channels(weight, 1, scale.astype(np.float32))
+            scale = channel_scales(weight, 1)  # the W8A8 writer's scales: a GEMM's int8 weights are the same bytes
+            q = quantize_channels(weight, 1, scale)
             del weight
             writer.add(f"{w}_quantized", q)
-            writer.add(f"{w}_scale", scale.astype(np.float32))
+            writer.add(f"{w}_scale", scale)
             writer.add(f"{w}_zero_point", np.zeros(cols, np.int8))
             nodes.append(helper.make_node("DequantizeLinear", [f"{w}_quantized", f"{w}_scale", f"{w}_zero_point"],
                                           [f"{w}_DequantizeLinear_Output"], f"{w}_DequantizeLinear", axis=1))
