@@ -122,10 +122,13 @@ def onnx_command(ctx, model, legacy_model, out, precision, max_batch, max_contex
 @click.option("--smooth", default=QuantRecipe.smooth, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="int8: SmoothQuant migration strength for the LLM's GEMMs, folded into its weights (0: off).")
 @click.option("--keep-float", default=",".join(QuantRecipe.keep_float), show_default=True,
-              help="int8: LLM GEMMs left float, by role, comma-separated: down (the MLP down projections: "
-                   "their input silu(gate)*up is too heavy-tailed for one int8 scale), o (attention output "
-                   "projections: not smoothable under grouped-query attention), or none. The portable LLM form "
-                   "(TensorRT) only, unless --ort-int8 static.")
+              help="int8: LLM GEMMs left float, by role, comma-separated: down (the MLP down projections: their "
+                   "input silu(gate)*up is too heavy-tailed for one int8 scale), o (attention output projections), "
+                   "or none; or GEMM names as the manifest lists them (layers.3.down, lm_head); or measured: "
+                   "those most sensitive to W8A8 (KL of the next-token distributions) within --float-budget. The static forms only (the portable one, TensorRT's; llm_ort_step), and "
+                   "llm_ort with --ort-int8 static.")
+@click.option("--float-budget", default=QuantRecipe.float_budget, show_default=True, type=click.FloatRange(0, 1),
+              help="int8, --keep-float measured: the most of the LLM's GEMM weights the float GEMMs may hold.")
 @click.option("--ort-int8", type=click.Choice(ORT_INT8), default=QuantRecipe.ort_int8, show_default=True,
               help="int8: the ONNX Runtime LLM form's GEMMs. blockwise: int8 weights in blocks, activations "
                    "quantized per block in the kernel (MatMulNBits: close to fp32, slow at many rows); static: the "
@@ -140,13 +143,14 @@ def onnx_command(ctx, model, legacy_model, out, precision, max_batch, max_contex
 @click.option("--awq/--no-awq", default=QuantRecipe.awq, show_default=True,
               help="int4: AWQ's activation-aware scales, searched on the int4 grid written, folded in first.")
 @click.option("--force", is_flag=True, help=FORCE_HELP)
-def quantize_command(src, out, precision, calib, samples, method, block_size, steps, smooth, keep_float, ort_int8,
-                     int8_budget, int8_gemms, awq, force):
+def quantize_command(src, out, precision, calib, samples, method, block_size, steps, smooth, keep_float, float_budget,
+                     ort_int8, int8_budget, int8_gemms, awq, force):
     """Quantize the fp32 artifact SRC into a new INT8 or INT4 artifact OUT, calibrated on this runtime's own
     inputs (cached under $JFLOW_CACHE/calibration, by default ~/.cache/jflow/calibration)."""
     from jflow.calibration.quantize import quantize_artifact
     check_new_dir(out, "the quantized artifact folder", replace=force, sources=[src])  # before any work
-    recipe = QuantRecipe(precision, method=method, smooth=smooth, keep_float=_roles(keep_float), block_size=block_size,
+    recipe = QuantRecipe(precision, method=method, smooth=smooth, keep_float=None if keep_float.strip() == "measured"
+                         else _roles(keep_float), float_budget=float_budget, block_size=block_size,
                          samples=samples, steps=steps, ort_int8=ort_int8, int8_budget=int8_budget,
                          int8_gemms=None if int8_gemms is None else _roles(int8_gemms), awq=awq)
     quantize_artifact(src, out, recipe, calib=calib, force=force, log=lambda line: click.echo(line, err=True))

@@ -124,6 +124,8 @@ def parse_ours(pairs: list[str] | None) -> dict[str, Path]:
 
 def parse_peer(spec: str) -> list[str]:
     from benchmarks.fixtures.genai_peer import VARIANTS
+    if spec.strip() == "none":
+        return []
     names = [n.strip() for n in spec.split(",") if n.strip()]
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
@@ -150,20 +152,22 @@ def add_size_ratios(rows: dict[str, dict]) -> None:
         row["bytes_vs_plain_int4"] = round(row["llm_bytes"] / plain, 3) if plain else None
 
 
-def run_ours(ours: dict[str, Path], targets: np.ndarray, ids: list[int]) -> tuple[dict, np.ndarray]:
+def run_ours(ours: dict[str, Path], targets: np.ndarray, ids: list[int], portable=()) -> tuple[dict, np.ndarray]:
     from jflow.runtime.pipeline import Pipeline
 
     def logprobs_of(name: str) -> np.ndarray:
-        with Pipeline.load(ours[name], threads=THREADS, check_files="none") as pipe:
+        form = "llm" if name in portable else None  # the portable form (TensorRT's), run by ONNX Runtime
+        with Pipeline.load(ours[name], threads=THREADS, check_files="none", llm_form=form) as pipe:
             if text_ids(pipe) != ids:
                 fail(f"--ours {name}={ours[name]}: its tokenizer gives other ids than {list(ours)[0]}'s")
             return teacher_forced(pipe, ids, WINDOW)
 
     rows, ref = score_side(list(ours), logprobs_of, targets)
     for name, row in rows.items():
-        row.update(artifact=str(ours[name]), **ours_bytes(ours[name]))
+        row.update(artifact=str(ours[name]), llm_form="llm" if name in portable else "llm_ort", **ours_bytes(ours[name]))
     add_size_ratios(rows)
-    return {"reference": next(iter(ours)), "runs": "jflow Pipeline, the LLM's ORT form, one decode step a token",
+    return {"reference": next(iter(ours)), "runs": "jflow Pipeline, the LLM's ORT form (llm_form: llm, the portable "
+                                                   "form, where named by --portable), one decode step a token",
             "builds": rows}, ref
 
 
@@ -201,12 +205,17 @@ def main() -> None:
     parser.add_argument("--ours", nargs="*", default=None, metavar="NAME=DIR",
                         help="our artifacts; the first is the reference (default: the real-weights fp32 one)")
     parser.add_argument("--peer", default="fp32,int4,int4-rtn-mixed,int4-k-quant-mixed,int8",
-                        help="GenAI builder variants (comma list; fp32, the reference, is always added)")
+                        help="GenAI builder variants (comma list; fp32, the reference, is always added; none: "
+                             "score ours alone)")
+    parser.add_argument("--portable", nargs="*", default=(), metavar="NAME",
+                        help="--ours names scored on their portable LLM form (TensorRT's), run by ONNX Runtime")
     parser.add_argument("--peer-steps", choices=("token", "prefill"), default="token",
                         help="the peer's model run one step a token, as ours (default), or one prefill a window")
     parser.add_argument("--out", default=str(RESULTS / "peer_recipes.json"))
     args = parser.parse_args()
     ours, variants = parse_ours(args.ours), parse_peer(args.peer)
+    if set(args.portable) - set(ours):
+        fail(f"--portable {sorted(set(args.portable) - set(ours))[0]}: not one of the --ours names ({', '.join(ours)})")
     from jflow.runtime.pipeline import Pipeline
     from jflow.runtime.profile_stages import cpu_model
     with Pipeline.load(next(iter(ours.values())), threads=THREADS, check_files="none") as pipe:
@@ -224,19 +233,22 @@ def main() -> None:
                    "perplexity_vs_fp32 = ratio - 1",
     }
     print(f"ours ({len(ours)} artifacts), {len(targets)} positions:", flush=True)
-    results["ours"], ours_ref = run_ours(ours, targets, ids)
-    print(f"genai ({', '.join(variants)}):", flush=True)
-    results["genai"], genai_ref = run_peer(variants, targets, ids, args.peer_steps == "token")
-    # Both references are the same weights: how far apart the two runtimes' fp32 are bounds what the
-    # comparison can resolve (only meaningful when our reference is the fp32 artifact).
-    results["references_agree"] = {"ours": results["ours"]["reference"], "genai": "fp32",
-                                   **score(ours_ref, genai_ref, targets)}
-    del ours_ref, genai_ref
+    results["ours"], ours_ref = run_ours(ours, targets, ids, args.portable)
+    if variants:
+        print(f"genai ({', '.join(variants)}):", flush=True)
+        results["genai"], genai_ref = run_peer(variants, targets, ids, args.peer_steps == "token")
+        # Both references are the same weights: how far apart the two runtimes' fp32 are bounds what the
+        # comparison can resolve (only meaningful when our reference is the fp32 artifact).
+        results["references_agree"] = {"ours": results["ours"]["reference"], "genai": "fp32",
+                                       **score(ours_ref, genai_ref, targets)}
+        del genai_ref
+    del ours_ref
     out = Path(args.out)
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(markdown(results))
-    agree = results["references_agree"]
-    print(f"fp32 references, ours vs genai: top-1 {agree['top1_agreement']:.2%}, mean KL {agree['mean_kl']:.2e}")
+    if variants:
+        agree = results["references_agree"]
+        print(f"fp32 references, ours vs genai: top-1 {agree['top1_agreement']:.2%}, mean KL {agree['mean_kl']:.2e}")
     print(f"wrote {out}")
 
 

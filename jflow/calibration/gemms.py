@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jflow.calibration.llm_graph import FLOAT_GEMMS, pack_siblings
+from jflow.calibration.llm_graph import FLOAT_GEMMS, gemm_as_matmul, gemm_names, pack_siblings
 from jflow.calibration.ranges import observe, smoothed_range
 from jflow.calibration.smooth import find_pairs, fold_scales, scales as smoothing_scales
 from jflow.calibration.tensors import Tensors
@@ -31,25 +31,36 @@ class Graph:
     model: object
     tensors: Tensors
     kept: list[str] = field(default_factory=list)    # LLM GEMMs kept float by role
+    weight_only: list[str] = field(default_factory=list)  # GEMMs (in gemms) whose input stays float: lm_head
     gemms: list[str] = field(default_factory=list)   # the GEMMs to quantize, by node name
     nodes: dict = field(default_factory=dict)        # node name -> node
 
 
-def open_graph(source: Path, name: str, keep_float=(), exclude=(), known: dict | None = None) -> Graph:
-    """`known`: weight digests by where the weight lies, shared by the graphs opened with it (Tensors)."""
+def open_graph(source: Path, name: str, keep_float=(), exclude=(), known: dict | None = None,
+               float_gemms=()) -> Graph:
+    """An LLM form keeps float the GEMMs of the roles `keep_float` (FLOAT_GEMMS) and those named in `float_gemms`
+    (llm_graph.gemm_names). `known`: weight digests by where the weight lies, shared by the graphs opened with
+    it (Tensors)."""
     import onnx
     model = onnx.load(str(source), load_external_data=False)
     tensors = Tensors(model, source.parent, known)
     llm = name in LLM_FORMS
     if llm:
+        gemm_as_matmul(model, tensors)  # lm_head: so ONNX Runtime fuses its weight-only int8 (MatMulNBits)
         pack_siblings(model, tensors)  # quantize the packed graph (see pack_siblings)
     kept = [n for role in keep_float for n in FLOAT_GEMMS[role](model)] if llm else []
+    if llm and float_gemms:
+        kept += [node for node, gemm in gemm_names(model).items() if gemm in set(float_gemms)]
+    # lm_head (the GEMM making the logits) reads one row per call, the last position's: quantizing that row buys
+    # no time, and its input (the final norm's output, a graph output too, so not smoothable) has outliers one
+    # static scale cannot hold: on the real weights W8A8 cost a KL of 0.034, its weight alone int8 0.001.
+    weight_only = [n.name for n in model.graph.node if llm and "logits" in n.output and n.name not in kept]
     skip = set(time_only_nodes(model, TIME_INPUTS.get(name, ()))) | set(activation_products(model)) | set(kept) \
         | set(exclude)
     constant = set(tensors.readers)
     gemms = [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm", "Conv") and n.name not in skip
              and len(n.input) > 1 and n.input[1] in constant]
-    return Graph(name, source, model, tensors, kept, gemms, {n.name: n for n in model.graph.node})
+    return Graph(name, source, model, tensors, kept, weight_only, gemms, {n.name: n for n in model.graph.node})
 
 
 def graph_ranges(graph: Graph, samples: Path, method: str) -> dict[str, tuple]:

@@ -145,10 +145,10 @@ def gemm_as_matmul(model, tensors: Tensors | None = None) -> None:
                 or attrs.get("alpha", 1.0) != 1.0 or attrs.get("transA", 0):
             continue
         weight, dims = tensors.reader(node.input[1]), list(inits[node.input[1]].dims)
-        name = f"{node.input[1]}.matmul"
-        if attrs.get("transB", 0):
+        name, place = f"{node.input[1]}.matmul", tensors.places.get(node.input[1])
+        if attrs.get("transB", 0):  # (made_from: its digest is known where the weight's is, not read again)
             tensors.derive(name, lambda weight=weight: np.ascontiguousarray(weight().T), inits[node.input[1]].data_type,
-                           dims[::-1])
+                           dims[::-1], made_from=("transpose", place) if place else None)
         else:
             tensors.derive(name, weight, inits[node.input[1]].data_type, dims)
         model.graph.node[index].CopyFrom(helper.make_node("MatMul", [node.input[0], name], list(node.output),

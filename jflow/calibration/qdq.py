@@ -68,12 +68,13 @@ def _widen_for_bias(scale: np.ndarray, input_scale: np.ndarray, bias: np.ndarray
 
 
 def write_int8(model, tensors: Tensors, target: Path, gemms: list[str], scales: dict[str, np.ndarray],
-               shared: Path | None = None) -> int:
+               shared: Path | None = None, weight_only=()) -> int:
     """Write `model` to `target` with the GEMMs named in `gemms` in W8A8 QDQ; `scales`: each one's input
-    activation scale (activation_scale). Returns the bytes referenced in `shared`'s data file."""
+    activation scale (activation_scale); those of them also in `weight_only` with int8 weights alone (per-channel,
+    the same bytes; input float). Returns the bytes referenced in `shared`'s data file."""
     from onnx import helper
     chosen = set(gemms)
-    quantized = [n for n in model.graph.node if n.name in chosen]
+    quantized = [n for n in model.graph.node if n.name in chosen and n.name not in weight_only]
     readers = Counter(n.input[0] for n in quantized)
     writer = DataWriter(target, shared)
     done: Counter = Counter()
@@ -84,19 +85,20 @@ def write_int8(model, tensors: Tensors, target: Path, gemms: list[str], scales: 
                 nodes.append(node)
                 continue
             x, w = node.input[0], node.input[1]
-            scale, zero = f"{x}_scale", f"{x}_zero_point"
-            writer.add(scale, scales[x])
-            writer.add(zero, np.array(0, np.int8))
-            done[x] += 1
-            tail = f"_{done[x]}" if readers[x] > 1 else ""  # onnxruntime's DedicatedQDQPair names
-            q_out, dq_out = f"{x}_QuantizeLinear_Output{tail}", f"{x}_DequantizeLinear_Output{tail}"
-            nodes.append(helper.make_node("QuantizeLinear", [x, scale, zero], [q_out], f"{x}_QuantizeLinear{tail}"))
-            nodes.append(helper.make_node("DequantizeLinear", [q_out, scale, zero], [dq_out],
-                                          f"{x}_DequantizeLinear{tail}"))
+            dq_out, scale, zero = x, f"{x}_scale", f"{x}_zero_point"
+            if node.name not in weight_only:  # the input quantized too (W8A8)
+                writer.add(scale, scales[x])
+                writer.add(zero, np.array(0, np.int8))
+                done[x] += 1
+                tail = f"_{done[x]}" if readers[x] > 1 else ""  # onnxruntime's DedicatedQDQPair names
+                q_out, dq_out = f"{x}_QuantizeLinear_Output{tail}", f"{x}_DequantizeLinear_Output{tail}"
+                nodes.append(helper.make_node("QuantizeLinear", [x, scale, zero], [q_out], f"{x}_QuantizeLinear{tail}"))
+                nodes.append(helper.make_node("DequantizeLinear", [q_out, scale, zero], [dq_out],
+                                              f"{x}_DequantizeLinear{tail}"))
             if f"{w}_quantized" not in writer.names:
                 axis, weight = weight_axis(node), tensors.array(w)
                 w_scale = channel_scales(weight, axis)
-                if len(node.input) > 2 and node.input[2] in tensors.readers:  # Gemm/Conv bias (kept float)
+                if len(node.input) > 2 and node.input[2] in tensors.readers and x in scales:  # Gemm/Conv bias (float)
                     w_scale = _widen_for_bias(w_scale, scales[x], tensors.array(node.input[2]))
                 q = quantize_channels(weight, axis, w_scale)
                 del weight

@@ -28,13 +28,11 @@ import logging
 import shutil
 import time
 import warnings
-from importlib.metadata import version
 from pathlib import Path
 from typing import Callable
 
 from jflow.artifact.manifest import Manifest
 from jflow.artifact.writer import ArtifactWriter
-from jflow.artifact.precision import TOLERANCES
 from jflow.calibration.collect import calibrated_form, collect_samples
 from jflow.calibration.ranges import load_observed
 from jflow.calibration.data import calibration_set
@@ -43,16 +41,11 @@ from jflow.calibration.llm_graph import ROLES, gemm_names, open_weight_gemms
 from jflow.calibration.qdq import weight_only, write_int8
 from jflow.calibration.ranges import activation_scale
 from jflow.calibration.recipe import QuantRecipe
+from jflow.calibration.record import STEP_FORM, quantization_manifest
 from jflow.errors import InputError
 from jflow.fsutil import check_new_dir, partial_prefix, staged_dir
 
 STATIC = ("siglip", "llm", "llm_ort", "gen_encoder", "gen_decoder")
-STEP_FORM = "llm_ort_step"  # int8 --ort-int8 split: the static ORT form the ODE steps run (llm_runner.FusedLlm)
-KEPT_FLOAT = ["norm statistics (RMSNorm, LayerNorm)", "softmax and attention scores (activation x activation)",
-              "GRN", "time features (sinusoids, time MLP, adaLN scale/shift from t_emb)",
-              "ODE state z, guidance and Euler update", "SDXL VAE decoder (whole graph)"]
-
-
 def plan(precision: str) -> dict[str, str]:
     """Graph -> its precision in the quantized artifact."""
     out = {g: "int8" for g in STATIC}
@@ -81,9 +74,11 @@ def quantize_artifact(src: str | Path, out: str | Path, recipe: QuantRecipe | st
     if linked:  # onnx refuses to read such weights (a guard against hard-link attacks), mid-way through
         raise InputError(f"{src}/{linked[0]} has other hard links ({len(linked)} file(s) in all); onnx will not "
                          "read weights from hard-linked files: quantize a real copy (cp -r, not cp -al or ln)")
-    if precision == "int4" and recipe.int8_gemms:
-        from jflow.calibration.sensitivity import check_int8_gemms
-        check_int8_gemms(m, recipe.int8_gemms)
+    roles = tuple(k for k in keep_float or () if k in ROLES)  # --keep-float by role; the rest names GEMMs
+    named = tuple(k for k in keep_float or () if k not in ROLES)
+    if (precision == "int4" and recipe.int8_gemms) or (precision == "int8" and named):
+        from jflow.calibration.sensitivity import check_gemm_names
+        check_gemm_names(m, *((recipe.int8_gemms, "--int8-gemms") if precision == "int4" else (named, "--keep-float")))
     cset = calibration_set(samples, calib)
     out = check_new_dir(out, "the quantized artifact folder", replace=force, sources=[src])  # never over its source
     cache = Path(cache) if cache else calibration_cache_dir()
@@ -100,6 +95,11 @@ def quantize_artifact(src: str | Path, out: str | Path, recipe: QuantRecipe | st
             mixed, awq = plan_int8_gemms(m, recipe, log)
         smoothing = {"alpha": smooth, "gemms": {}} if smooth else None  # measured once, both forms
         llm: dict = {}  # the LLM's ranges, measured once on the calibrated form (gemms.measure_llm)
+        measured = None  # int8: which LLM GEMMs stay float, measured (float_choice); None: by role (keep_float)
+        if precision == "int8" and keep_float is None and "llm" in m.graphs:
+            from jflow.calibration.float_choice import plan_float_gemms
+            measured = plan_float_gemms(m, recipe, folder / calibrated_form(m), llm, smooth or None, log)
+        float_names = measured["gemms"] if measured else named
         float_gemms: dict[str, int] = {}  # LLM form -> GEMMs kept float
         with staged_dir(out, replace=force) as tmp:
             _copy_unquantized(m, tmp, targets)
@@ -116,7 +116,7 @@ def quantize_artifact(src: str | Path, out: str | Path, recipe: QuantRecipe | st
                     if recipe.ort_int8 == "split":  # first the ODE steps' static form, from the opened graph
                         kept = quantize_graph_int8(m, name, dest.with_name(f"{STEP_FORM}.onnx"),
                                                    folder / calibrated_form(m), recipe, smoothing=smoothing, llm=llm,
-                                                   shared=shared, report=report)
+                                                   shared=shared, report=report, float_gemms=float_names)
                         float_gemms[STEP_FORM] = kept
                         if smoothing:
                             smoothing["gemms"][STEP_FORM] = smoothing["gemms"].pop(name)
@@ -128,7 +128,7 @@ def quantize_artifact(src: str | Path, out: str | Path, recipe: QuantRecipe | st
                 else:
                     calibrated = calibrated_form(m) if name in LLM_FORMS else name
                     kept = quantize_graph_int8(m, name, dest, folder / calibrated, recipe, smoothing=smoothing,
-                                               llm=llm, shared=shared, report=report)
+                                               llm=llm, shared=shared, report=report, float_gemms=float_names)
                     if name in LLM_FORMS:
                         float_gemms[name] = kept
                 log(f"  {name:<12} {target} in {time.perf_counter() - begun:5.1f}s")
@@ -137,8 +137,9 @@ def quantize_artifact(src: str | Path, out: str | Path, recipe: QuantRecipe | st
             if awq:
                 mixed["awq"] = {"gemms": len(awq), "tokens": "as the sensitivity", "grid": "a in 0, 0.1, ..., 0.9",
                                 "alpha": {g: a for g, (_, a) in awq.items()}}
-            data = _manifest(m, recipe, targets, cset, folder, smoothing,
-                             {"roles": [ROLES[r] for r in keep_float], "count": float_gemms}, mixed)
+            data = quantization_manifest(m, recipe, targets, cset, folder, smoothing,
+                             {**(measured or ({"gemms": list(named), "chosen_by": "--keep-float"} if named else {})),
+                              "roles": [ROLES[r] for r in roles], "count": float_gemms}, mixed)
             begun = time.perf_counter()
             _measure(ArtifactWriter(tmp), data, log)  # drafts the manifest, verifies the draft, writes it once
             log(f"  verified against fp32 in {time.perf_counter() - begun:5.1f}s")
@@ -268,14 +269,15 @@ def _copy_unquantized(m: Manifest, tmp: Path, targets: dict) -> None:
 
 def quantize_graph_int8(m: Manifest, name: str, target: Path, samples: Path, recipe: QuantRecipe,
                         smoothing: dict | None = None, llm: dict | None = None, shared: Path | None = None,
-                        report: dict | None = None) -> int:
+                        report: dict | None = None, float_gemms=()) -> int:
     """W8A8 QDQ of graph `name` into `target`, calibrated on `samples` (for an LLM form: the calibrated
     form's samples, measured once into `llm` and found in either form by weight) with the recipe's method.
     LLM forms: packed, then smoothed (`smoothing`: {alpha, gemms}, shared by both forms; None: off); the
-    recipe's keep_float names LLM GEMM roles left float (llm_graph.FLOAT_GEMMS, found from the wiring), its
-    exclude node names. `shared`: a graph file whose equal weights are referenced.
-    Returns how many GEMMs keep_float left float."""
-    method, keep_float, exclude = recipe.method, recipe.keep_float, recipe.exclude
+    recipe's keep_float names LLM GEMM roles left float (llm_graph.FLOAT_GEMMS, found from the wiring),
+    `float_gemms` GEMMs by name (llm_graph.gemm_names; float_choice's measured choice), its exclude node names.
+    `shared`: a graph file whose equal weights are referenced. Returns how many LLM GEMMs were left float."""
+    method, exclude = recipe.method, recipe.exclude
+    keep_float = tuple(k for k in recipe.keep_float or () if k in ROLES)  # (GEMM names come as float_gemms)
     # the calibrated LLM form's statistics taken in the calibration run (minmax), else its recorded samples
     observed = load_observed(samples.parent, samples.name) if name in LLM_FORMS and method == "minmax" else None
     if observed is None and not any(samples.glob("*.npz")):
@@ -285,13 +287,14 @@ def quantize_graph_int8(m: Manifest, name: str, target: Path, samples: Path, rec
     # was quantized, is kept for its own turn: its 5 GB of weights are not read and hashed a second time.
     opened, known = llm.pop("opened", None), llm.setdefault("digests", {}) if name in LLM_FORMS else None
     graph = opened if opened is not None and opened.name == name else open_graph(m.graph_path(name), name,
-                                                                                 keep_float, exclude, known)
+                                                                                 keep_float, exclude, known,
+                                                                                 float_gemms)
     if name in LLM_FORMS:
         alpha = smoothing["alpha"] if smoothing else None
         if "ranges" not in llm:  # measured on the calibrated form (this one, or opened for it)
             calibrated = calibrated_form(m)
             source = graph if calibrated == name else open_graph(m.graph_path(calibrated), calibrated, keep_float,
-                                                                 exclude, known)
+                                                                 exclude, known, float_gemms)
             llm.update(measure_llm(source, samples, method, alpha, observed))
             if source is not graph:
                 llm["opened"] = source
@@ -302,7 +305,7 @@ def quantize_graph_int8(m: Manifest, name: str, target: Path, samples: Path, rec
         ranges = graph_ranges(graph, samples, method)
     check_ranges(ranges, graph)
     scales = {t: activation_scale(lo, hi) for t, (lo, hi) in ranges.items()}
-    saved = write_int8(graph.model, graph.tensors, target, graph.gemms, scales, shared=shared)
+    saved = write_int8(graph.model, graph.tensors, target, graph.gemms, scales, shared=shared, weight_only=graph.weight_only)
     if report is not None:
         report["shared"] = saved
     return len(graph.kept)
@@ -340,52 +343,3 @@ def quantize_llm_weights(source: Path, target: Path, format_of: Callable[[str], 
     format_of = format_of or (lambda gemm: "int4")
     formats = {node: format_of(name) for node, name in names.items() if node not in skip}
     return weight_only(model, tensors, target, formats, block_size, shared=shared)
-
-
-def _manifest(m: Manifest, recipe: QuantRecipe, targets: dict, cset, folder: Path, smoothing: dict | None,
-              float_gemms: dict, mixed: dict | None) -> dict:
-    import json
-    precision, block_size = recipe.precision, recipe.block_size
-    data = {k: v for k, v in m.data.items() if k not in ("files", "engines", "schema_version", "jflow_version")}
-    graphs = {name: dict(entry) for name, entry in m.graphs.items()}
-    blockwise = precision == "int8" and recipe.ort_int8 in ("blockwise", "split") and "llm_ort" in graphs
-    targets = dict(targets)
-    if blockwise and recipe.ort_int8 == "split":  # the ODE steps' static form, over llm_ort's cache and tensors
-        graphs[STEP_FORM] = {**graphs["llm_ort"], "file": f"{Path(graphs['llm_ort']['file']).parent}/{STEP_FORM}.onnx"}
-        targets[STEP_FORM] = "int8"
-    for name, target in targets.items():
-        if name in graphs:
-            graphs[name]["precision"] = target
-            static = target == "int8" and not (blockwise and name == "llm_ort")
-            if static:  # keep the per-GEMM Q/DQ pairs apart, or ORT runs them as float MatMuls
-                graphs[name]["onnxruntime"] = {"disabled_optimizers": ["CommonSubexpressionElimination"]}
-    samples = json.loads((folder / "complete.json").read_text())
-    kept = any(float_gemms["count"].values())
-    data.update(precision=precision, graphs=graphs, tolerances=TOLERANCES, quantization={
-        "from": {"precision": m.precision, "manifest_sha256": m.digest},
-        "graphs": {n: t for n, t in targets.items() if n in graphs},
-        "int8": {"weights": "per-channel symmetric int8", "activations": "per-tensor symmetric int8",
-                 "calibration": recipe.method, "format": "QDQ (zero point 0)",
-                 "smoothing": {"method": "SmoothQuant (scales folded into the RMSNorm gains and up_proj)",
-                               "alpha": smoothing["alpha"], "gemms": smoothing["gemms"]}
-                 if smoothing and smoothing["gemms"] else None,
-                 "llm_float_gemms": float_gemms if kept else None,
-                 "llm_ort": {"weights": f"symmetric int8 in blocks of {block_size} along the input dimension "
-                                        "(weight-only QDQ, opset 21)",
-                             "activations": f"dynamic: int8 per block of {block_size} inside ONNX Runtime's "
-                                            "MatMulNBits (8 bits, accuracy level 4)",
-                             "ort_int8": recipe.ort_int8,
-                             "ode_steps": f"{STEP_FORM}: the static W8A8 form (weights shared with llm)"
-                             if recipe.ort_int8 == "split" else "llm_ort"} if blockwise else None},
-        "int4": {"weights": f"symmetric int4, blocks of {block_size} along the input dimension",
-                 "activations": "float (weight-only)", "format": "QDQ DequantizeLinear(block_size), opset 21",
-                 "onnxruntime": "MatMulNBits, accuracy level 4",
-                 "int8_gemms": {**mixed, "weights": "per-channel symmetric int8 (weight-only QDQ; ONNX Runtime: "
-                                                   "MatMulNBits 8 bits)"}} if precision == "int4" else None,
-        "kept_float": KEPT_FLOAT + [f"the LLM's {role} (int8{', portable form' if blockwise else ''})"
-                                    for role in float_gemms["roles"] if kept],
-        "calibration_set": cset.to_manifest(), "samples": samples["samples"],
-        "llm_calibrated_on": calibrated_form(m),  # the other LLM form takes its ranges by weight (gemms.py)
-        "ode_steps": samples["steps"], "decode_positions": samples["decode_positions"],
-        "tools": {t: version(t) for t in ("onnxruntime", "onnx")}})
-    return data

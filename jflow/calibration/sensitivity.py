@@ -61,6 +61,30 @@ def calibration_text_ids(root: Path, tokens: int = TOKENS) -> list[int]:
     return ids[:tokens]
 
 
+class NextTokenKl:
+    """Mean KL(fp32 || a variant) of the next-token distributions at every position of one session's text: the
+    fp32 run once, each variant one run with some feeds changed (or none, for lm_head's: its hidden states
+    are the fp32 run's). `feeds`: the session's full feeds (text and fp32 weights); logits are
+    hidden_states x `head_weight`."""
+
+    def __init__(self, session, feeds: dict[str, np.ndarray], head_weight: np.ndarray):
+        self.session, self.feeds, self.head_weight = session, feeds, head_weight
+        self.hidden = self.run({})
+        self.ref = self.log_probs(self.hidden)
+        self.p = np.exp(self.ref)
+
+    def run(self, changes: dict[str, np.ndarray]) -> np.ndarray:
+        """hidden_states [T, H] with `changes` (feed name -> value) over the fp32 feeds."""
+        return self.session.run(["hidden_states"], {**self.feeds, **changes})[0][0]
+
+    def log_probs(self, hidden: np.ndarray, head_weight: np.ndarray | None = None) -> np.ndarray:
+        logits = (hidden @ (self.head_weight if head_weight is None else head_weight)).astype(np.float64)
+        return logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
+
+    def kl(self, hidden: np.ndarray, head_weight: np.ndarray | None = None) -> float:
+        return float((self.p * (self.ref - self.log_probs(hidden, head_weight))).sum(-1).mean())
+
+
 def measure_sensitivity(manifest, block_size: int, tokens: int = TOKENS, log: Callable[[str], None] = print,
                         awq: bool = False) -> tuple[dict[str, float], dict[str, tuple[int, int]], dict | None]:
     """(GEMM name -> mean KL of that GEMM alone at int4, GEMM name -> weight shape [K, N], AWQ scales by GEMM
@@ -80,8 +104,8 @@ def measure_sensitivity(manifest, block_size: int, tokens: int = TOKENS, log: Ca
         pairs = [p for p in find_pairs(model) if p.matmul in names]
         probe = onnx.ModelProto()
         probe.CopyFrom(model)
-        session, weights, _ = _weight_session(probe, tensors, names, extra=[p.tensor for p in pairs])
-        values = session.run([p.tensor for p in pairs], {**_text_feeds(manifest, session, ids), **weights})
+        session, weights, _ = weight_session(probe, tensors, names, extra=[p.tensor for p in pairs])
+        values = session.run([p.tensor for p in pairs], {**text_feeds(manifest, session, ids), **weights})
         del session
         scales = {}
         for pair, x in zip(pairs, values):
@@ -90,30 +114,16 @@ def measure_sensitivity(manifest, block_size: int, tokens: int = TOKENS, log: Ca
         del weights, values
         fold_scales(model, {p.matmul: scales[names[p.matmul]][0] for p in pairs}, tensors)
         log(f"    AWQ scales of {len(pairs)} GEMMs in {time.perf_counter() - started:.0f}s")
-    session, weights, head_weight = _weight_session(model, tensors, names)
+    session, weights, head_weight = weight_session(model, tensors, names)
     nodes = {n.name: n for n in model.graph.node}
     weight_of = {names[g]: nodes[g].input[1] for g in names if names[g] != "lm_head"}
     shapes = {g: weights[w].shape for g, w in weight_of.items()} | {"lm_head": head_weight.shape}
-    feeds = _text_feeds(manifest, session, ids)
     del model
-
-    def log_probs(swap: dict[str, np.ndarray], head_w: np.ndarray = head_weight, hidden=None) -> np.ndarray:
-        if hidden is None:
-            hidden = session.run(["hidden_states"], {**feeds, **weights, **swap})[0][0]
-        logits = (hidden @ head_w).astype(np.float64)
-        return logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
-
     started = time.perf_counter()
-    hidden = session.run(["hidden_states"], {**feeds, **weights})[0][0]
-    ref = log_probs({}, hidden=hidden)
-    p = np.exp(ref)
-
-    def kl(logp: np.ndarray) -> float:
-        return float((p * (ref - logp)).sum(-1).mean())
-
-    found = {"lm_head": kl(log_probs({}, int4_round_trip(head_weight, block_size), hidden))}
+    measure = NextTokenKl(session, {**text_feeds(manifest, session, ids), **weights}, head_weight)
+    found = {"lm_head": measure.kl(measure.hidden, int4_round_trip(head_weight, block_size))}
     for index, (g, w) in enumerate(weight_of.items()):
-        found[g] = kl(log_probs({w: int4_round_trip(weights[w], block_size)}))
+        found[g] = measure.kl(measure.run({w: int4_round_trip(weights[w], block_size)}))
         if index % 16 == 15:
             log(f"    sensitivity: {index + 1}/{len(weight_of)} GEMMs in {time.perf_counter() - started:.0f}s")
     order = {g: i for i, g in enumerate(names.values())}
@@ -121,7 +131,7 @@ def measure_sensitivity(manifest, block_size: int, tokens: int = TOKENS, log: Ca
             scales)
 
 
-def _weight_session(model, tensors, names: dict[str, str], extra=()):
+def weight_session(model, tensors, names: dict[str, str], extra=()):
     """(session, its GEMM weights by input name, lm_head's weight): `model` (changed in place) as an ONNX
     Runtime session whose weight GEMMs take their weights as graph inputs, every other initializer inline,
     lm_head left out (logits are hidden_states times it), and the tensors `extra` as outputs too."""
@@ -167,7 +177,7 @@ def _drop_head(model, extra=()) -> None:
     model.graph.input.extend(inputs)
 
 
-def _text_feeds(manifest, session, ids: list[int]) -> dict[str, np.ndarray]:
+def text_feeds(manifest, session, ids: list[int]) -> dict[str, np.ndarray]:
     """One row of token ids as the portable form's prefill takes it (no past)."""
     table = np.load(manifest.root / "embeddings" / "embed_tokens.npy", mmap_mode="r")
     feeds = {}
@@ -194,14 +204,15 @@ def llm_gemms(manifest) -> dict[str, tuple[int, int]]:
     return {name: dims[nodes[node].input[1]] for node, name in gemm_names(model).items()}
 
 
-def check_int8_gemms(manifest, names) -> None:
-    """--int8-gemms names GEMMs of this LLM, or one line saying which names exist (before any work)."""
+def check_gemm_names(manifest, names, option: str) -> None:
+    """`option` (--int8-gemms, --keep-float) names GEMMs of this LLM, or one line saying which names exist (before
+    any work)."""
     from jflow.errors import InputError
     known = llm_gemms(manifest)
     unknown = [n for n in names if n not in known]
     if unknown:
         layers = sum(1 for n in known if n.endswith(".qkv"))
-        raise InputError(f"--int8-gemms: this LLM has no GEMM named {unknown[0]!r}; its GEMMs are "
+        raise InputError(f"{option}: this LLM has no GEMM named {unknown[0]!r}; its GEMMs are "
                          f"layers.<0-{layers - 1}>.qkv|o|gate_up|down and lm_head")
 
 

@@ -22,10 +22,11 @@ def photos(tmp_path_factory):
 def quantized(tiny_artifact, photos, tmp_path_factory):
     root = tmp_path_factory.mktemp("quant")
     out = {}
-    # int8: the ORT LLM form block-wise (--ort-int8 blockwise); int8-static: that form in the portable form's
-    # W8A8 QDQ (the default, split, holds both; test_mixed_precision.py)
-    for name, precision, settings in (("int8", "int8", {"ort_int8": "blockwise"}), ("int4", "int4", {}),
-                                      ("int8-static", "int8", {"ort_int8": "static"})):
+    # int8: the ORT LLM form block-wise (--ort-int8 blockwise), the float GEMMs of the portable form measured
+    # (--keep-float measured); int8-static: that form in the portable form's W8A8 QDQ, down and o kept float (the
+    # default; the default, split, holds both forms: test_mixed_precision.py)
+    for name, precision, settings in (("int8", "int8", {"ort_int8": "blockwise", "keep_float": None}),
+                                      ("int4", "int4", {}), ("int8-static", "int8", {"ort_int8": "static"})):
         out[name] = quantize_artifact(tiny_artifact, root / name, precision, calib=photos, samples=2, steps=3,
                                       cache=root / "cache", log=lambda _: None, **settings)
     return out

@@ -235,7 +235,8 @@ def test_split_int8_runs_the_ode_steps_on_a_static_form_and_the_text_on_the_bloc
             return super().call(runner, feeds)
 
     out = quantize_artifact(tiny_artifact, tmp_path / "split", "int8", calib=photos, samples=2, steps=3,
-                            cache=quantized["int8"].parent / "cache", log=lambda _: None)  # the default: split
+                            cache=quantized["int8"].parent / "cache", log=lambda _: None,
+                            keep_float=("down", "o"))  # the default: split; float GEMMs as int8-static's
     m = Manifest.load(out)
     assert m.data["quantization"]["int8"]["llm_ort"]["ort_int8"] == "split"
     assert m.graph("llm_ort_step")["form_of"] == "llm" and m.graph_precision("llm_ort_step") == "int8"

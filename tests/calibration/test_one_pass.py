@@ -84,12 +84,13 @@ def test_the_portable_form_takes_llm_orts_activation_ranges_by_weight(quantized)
     assert fused and portable == fused
 
 
-def test_int8_reads_each_llm_weight_at_most_four_times(tiny_artifact, photos, quantized, tmp_path, monkeypatch):
+def test_int8_reads_each_llm_weight_once_per_use(tiny_artifact, photos, quantized, tmp_path, monkeypatch):
     # Both fp32 LLM forms read their weights from one data file. The calibrated form was opened (every weight
     # hashed) and its smoothing scales computed to measure the ranges, then each form hashed the weights and
     # recomputed the scales again at its own turn: 8 reads of a smoothed weight (6.6 GB read and hashed three
     # times over at full size). Now: hashed once, read once for its smoothing scale, read by each form's writer:
-    # 4 with the two static forms; the default split writes a third, block-wise form, which reads each once more.
+    # 4 with the two static forms; the default split writes a third, block-wise form, which reads each once more;
+    # --keep-float measured (float_choice) holds each in its measuring session: once more.
     import numpy as np
     from collections import Counter
     reads = Counter()
@@ -99,10 +100,11 @@ def test_int8_reads_each_llm_weight_at_most_four_times(tiny_artifact, photos, qu
         reads[(str(file), kwargs.get("offset", 0))] += 1
         return real(file, *args, **kwargs)
     monkeypatch.setattr(np, "fromfile", counted)
-    for ort_int8, most in (("static", 4), ("split", 5)):
+    for ort_int8, most, keep in (("static", 4, ("down", "o")), ("split", 5, ("down", "o")), ("split", 6, None)):
         reads.clear()
-        quantize_artifact(tiny_artifact, tmp_path / ort_int8, "int8", calib=photos, samples=2, steps=3,
-                          cache=quantized["int8"].parent / "cache", log=lambda _: None, ort_int8=ort_int8)
+        quantize_artifact(tiny_artifact, tmp_path / f"{ort_int8}-{most}", "int8", calib=photos, samples=2, steps=3,
+                          cache=quantized["int8"].parent / "cache", log=lambda _: None, ort_int8=ort_int8,
+                          keep_float=keep)
         llm = {key: n for key, n in reads.items() if "/llm" in key[0]}
         assert llm, reads
         assert max(llm.values()) <= most, (ort_int8, sorted(llm.items(), key=lambda kv: -kv[1])[:3])

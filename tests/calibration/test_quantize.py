@@ -14,6 +14,7 @@ from onnx import numpy_helper
 from PIL import Image
 
 from jflow.artifact.manifest import Manifest
+from jflow.calibration.gemms import LLM_FORMS
 from jflow.calibration.quantize import quantize_artifact
 from jflow.cli import main
 from jflow.runtime.pipeline import Pipeline
@@ -83,7 +84,7 @@ def test_percentile_calibration_runs_on_samples_of_different_lengths(tiny_artifa
                             method="percentile", cache=quantized["int8"].parent / "cache", log=lambda _: None)
     assert Manifest.load(out).data["quantization"]["int8"]["calibration"] == "percentile"
     for name in ("llm", "gen_encoder"):
-        clipped, full = _activation_scales(out, name), _activation_scales(quantized["int8"], name)
+        clipped, full = _activation_scales(out, name), _activation_scales(quantized["int8-static"], name)
         assert clipped.keys() == full.keys() and all(np.isfinite(v) and v > 0 for v in clipped.values())
         # the 99.999th percentile of |x| never exceeds the maximum, and somewhere clips below it
         assert all(clipped[t] <= full[t] * (1 + 1e-5) for t in full), name
@@ -100,6 +101,9 @@ def test_int8_is_w8a8_every_weight_gemm_reads_a_quantized_activation(quantized, 
              and produced.get(n.input[1]) is not None and produced[n.input[1]].op_type == "DequantizeLinear"]
     assert gemms
     for node in gemms:
+        if name in LLM_FORMS and "logits" in node.output:  # lm_head: weight-only int8 (one row a call)
+            assert produced[node.input[0]].op_type != "DequantizeLinear", (name, node.name)
+            continue
         source = produced.get(node.input[0])
         assert source is not None and source.op_type == "DequantizeLinear", (name, node.name)
         assert produced[source.input[0]].op_type == "QuantizeLinear", (name, node.name)
@@ -180,9 +184,10 @@ def test_qkv_and_gate_up_are_packed_in_both_llm_forms(quantized, tiny_ref, preci
         produced = {o: n.op_type for n in model.graph.node for o in n.output}
         weight_gemms = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm")
                         and produced.get(n.input[1]) == "DequantizeLinear"]
-        # qkv, gate_up and lm_head; o and down too in int4 and the blockwise ORT form (int8 keeps them float)
-        per_layer = 2 if precision == "int8" and name == "llm" else 4
-        assert len(weight_gemms) == per_layer * layers + 1, (name, len(weight_gemms))
+        # every GEMM of every layer and lm_head, but those int8 keeps float in its static (portable) form
+        kept = Manifest.load(quantized[precision]).data["quantization"]["int8"]["llm_float_gemms"]
+        float_gemms = len(kept["gemms"]) if precision == "int8" and name == "llm" else 0
+        assert len(weight_gemms) == 4 * layers + 1 - float_gemms, (name, len(weight_gemms))
         splits = sum(n.op_type == "Split" and n.name.endswith(".packed.split") for n in model.graph.node)
         attention = [n for n in model.graph.node if n.op_type == "GroupQueryAttention"]
         if name == "llm_ort":  # attention reads the packed QKV itself: only gate/up is split
@@ -194,12 +199,12 @@ def test_qkv_and_gate_up_are_packed_in_both_llm_forms(quantized, tiny_ref, preci
 
 
 def test_int8_keeps_the_mlp_down_and_attention_output_projections_float_in_both_llm_forms(quantized, tiny_ref):
-    # By default the GEMMs reading silu(gate) * up and those reading attention's output stay float (float
-    # weight, float input); every other LLM GEMM is W8A8.
+    # With --keep-float down,o the GEMMs reading silu(gate) * up and those reading attention's output stay float
+    # (float weight, float input); every other LLM GEMM is W8A8 (lm_head: weight-only).
     from jflow.calibration.llm_graph import attention_projections
     layers = tiny_ref.model.config.language["num_hidden_layers"]
     for name in ("llm", "llm_ort"):
-        model = _graph(_int8(quantized, name), name)
+        model = _graph(quantized["int8-static"], name)
         inits = {i.name for i in model.graph.initializer}
         produced = {o: n for n in model.graph.node for o in n.output}
         float_gemms = [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inits]
@@ -216,8 +221,7 @@ def test_int8_keeps_the_mlp_down_and_attention_output_projections_float_in_both_
     assert "the LLM's attention output projections (int8)" in q["kept_float"]
     assert "the LLM's MLP down projections (int8)" in q["kept_float"]
     q = Manifest.load(quantized["int8"]).data["quantization"]  # blockwise: the ORT form keeps none float
-    assert q["int8"]["llm_float_gemms"]["count"] == {"llm": 2 * layers, "llm_ort": 0}
-    assert "the LLM's MLP down projections (int8, portable form)" in q["kept_float"]
+    assert q["int8"]["llm_float_gemms"]["count"] == {"llm": len(q["int8"]["llm_float_gemms"]["gemms"]), "llm_ort": 0}
 
 
 def test_both_llm_forms_share_their_quantized_weights(quantized):
@@ -263,6 +267,9 @@ def test_bad_input_is_one_line_and_writes_nothing(tiny_artifact, quantized, phot
         ([str(tiny_artifact), "--precision", "int8", "--method", "magic"], "Invalid value for '--method'"),
         ([str(tiny_artifact), "--precision", "int2"], "Invalid value for '--precision'"),
         ([str(tiny_artifact), "--precision", "int8", "--keep-float", "down,qkv"], "--keep-float takes roles among"),
+        ([str(tiny_artifact), "--precision", "int8", "--keep-float", "down,layers.99.o"],
+         "--keep-float: this LLM has no GEMM named 'layers.99.o'"),
+        ([str(tiny_artifact), "--precision", "int8", "--float-budget", "2"], "Invalid value for '--float-budget'"),
         ([str(tmp_path / "missing"), "--precision", "int8"], "not a jflow artifact"),
     ]
     for args, message in cases:

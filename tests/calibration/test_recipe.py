@@ -17,8 +17,11 @@ BAD = [
     ({"block_size": 8}, "--block-size must be a power of two >= 16, got 8"),
     ({"smooth": 1.0}, "--smooth must be a migration strength in [0, 1) (0: off), got 1.0"),
     ({"smooth": "0.5"}, "--smooth must be a migration strength in [0, 1) (0: off), got '0.5'"),
-    ({"keep_float": ("down", "qkv")}, "--keep-float takes roles among down, o (comma-separated) or none"),
-    ({"keep_float": "down"}, "--keep-float takes roles among down, o (comma-separated) or none, got 'down'"),
+    ({"keep_float": ("down", "qkv")}, "--keep-float takes roles among down, o or GEMM names (layers.3.down, lm_head; "
+                                      "comma-separated), none or measured, got ('down', 'qkv')"),
+    ({"keep_float": "down"}, "--keep-float takes roles among down, o or GEMM names (layers.3.down, lm_head; "
+                             "comma-separated), none or measured, got 'down'"),
+    ({"float_budget": 1.5}, "--float-budget must be a share in [0, 1] of the layers' GEMM weights, got 1.5"),
     ({"symmetric": False}, "jflow writes symmetric int4 only"),
     ({"exclude": "layers.0.q_proj"}, "exclude takes a tuple of node names"),
     ({"samples": 0}, "--samples must be a whole number >= 1, got 0"),
@@ -57,7 +60,7 @@ def test_a_precision_with_keywords_is_the_recipe_they_spell():
 def test_the_cli_defaults_are_the_recipes():
     params = {p.name: p.default for p in main.commands["quantize"].params}
     defaults = QuantRecipe("int8")
-    for field in ("samples", "method", "block_size", "steps", "smooth"):
+    for field in ("samples", "method", "block_size", "steps", "smooth", "float_budget", "int8_budget", "ort_int8"):
         assert params[field] == getattr(defaults, field), field
     assert tuple(params["keep_float"].split(",")) == defaults.keep_float
 

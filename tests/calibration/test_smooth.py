@@ -60,9 +60,12 @@ def test_smoothing_is_exact_in_float_and_identical_in_both_forms(tiny_artifact, 
 
 def test_the_int8_manifest_records_the_smoothing_and_int4_has_none(quantized, tiny_ref):
     layers = tiny_ref.model.config.language["num_hidden_layers"]
-    int8 = Manifest.load(quantized["int8"]).data["quantization"]["int8"]["smoothing"]
-    # Q/K/V and gate/up of every layer; the down projections stay float (not smoothed: nothing to gain)
-    assert int8["alpha"] == SMOOTH_ALPHA and int8["gemms"] == {"llm": 2 * layers}  # llm_ort: block-wise, unsmoothed
+    q = Manifest.load(quantized["int8"]).data["quantization"]["int8"]
+    # Q/K/V, gate/up and down of every layer (o: not smoothable), but the GEMMs kept float (not smoothed: nothing
+    # to gain); llm_ort: block-wise, unsmoothed
+    kept = [g for g in q["llm_float_gemms"]["gemms"] if not g.endswith(".o")]
+    assert q["smoothing"]["alpha"] == SMOOTH_ALPHA and q["smoothing"]["gemms"] == {"llm": 3 * layers - len(kept)}
+    # --keep-float down,o: Q/K/V and gate/up of every layer
     static = Manifest.load(quantized["int8-static"]).data["quantization"]["int8"]["smoothing"]
     assert static["gemms"] == {"llm": 2 * layers, "llm_ort": 2 * layers}
     assert Manifest.load(quantized["int4"]).data["quantization"]["int8"]["smoothing"] is None  # LLM is int4
