@@ -48,12 +48,20 @@ class W8A8Probe:
     switches: dict[str, str]
 
     def run(self, gemms) -> np.ndarray:
-        """hidden_states [T, H] with the GEMMs named in `gemms` W8A8 (lm_head excluded), the rest float."""
+        """hidden_states [T, H] with the GEMMs named in `gemms` (and those settled) W8A8, the rest float."""
         changes = {}
         for g in gemms:
             w = self.weight_of[g]
             changes |= {w: int8_round_trip(self.weights[w]), self.switches[g]: np.array(True)}
         return self.measure.run(changes)
+
+    def settle(self, gemms) -> None:
+        """The GEMMs named in `gemms` W8A8 in every later run: their int8 weights made once, in place of the float
+        ones (at full size a round trip of every W8A8 weight per run would cost more than the run)."""
+        for g in gemms:
+            w = self.weight_of[g]
+            self.measure.feeds[w] = int8_round_trip(self.weights[w])
+            self.measure.feeds[self.switches[g]] = np.array(True)
 
 
 def w8a8_probe(manifest, llm: dict, alpha: float | None, tokens: int = TOKENS) -> W8A8Probe:
@@ -102,13 +110,16 @@ def quantize_in_rounds(probe: W8A8Probe, sizes: dict[str, int], budget: float,
     cost, base, started = {}, 0.0, time.perf_counter()
     while sum(sizes[g] for g in floating) > budget * total:
         for g in floating:
-            cost[g] = probe.measure.kl(probe.run(quantized + [g])) - base
+            cost[g] = probe.measure.kl(probe.run([g])) - base
+        moved = []
         for g in sorted(floating, key=lambda g: cost[g] / sizes[g])[:max(1, len(floating) // 2)]:
             if sum(sizes[f] for f in floating) <= budget * total:
                 break
-            quantized.append(g)
+            moved.append(g)
             floating.remove(g)
-        base = probe.measure.kl(probe.run(quantized))
+        probe.settle(moved)
+        quantized += moved
+        base = probe.measure.kl(probe.run([]))
         log(f"    W8A8 round: {len(quantized)} of {len(sizes)} GEMMs W8A8, KL {base:.4g}, "
             f"{time.perf_counter() - started:.0f}s")
     return floating, cost

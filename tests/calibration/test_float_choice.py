@@ -20,12 +20,16 @@ class _Additive:
     alone = {"a": 0.001, "c": 0.002, "d": 0.003, "e": 0.004, "b": 0.005, "f": 0.01, "g": 0.02, "h": 0.05}
 
     def __init__(self):
-        self.measure = self  # probe.measure.kl(probe.run(gemms)): the KL of that set W8A8
-        self.runs = 0
+        self.measure = self  # probe.measure.kl(probe.run(gemms)): the KL of that set (and those settled) W8A8
+        self.runs, self.settled = 0, set()
 
     def run(self, gemms):
         self.runs += 1
-        return sum(self.alone[g] for g in gemms) + (0.5 if {"a", "b"} <= set(gemms) else 0.0)
+        chosen = self.settled | set(gemms)
+        return sum(self.alone[g] for g in chosen) + (0.5 if {"a", "b"} <= chosen else 0.0)
+
+    def settle(self, gemms):
+        self.settled |= set(gemms)
 
     def kl(self, value):
         return value
@@ -36,13 +40,14 @@ def test_quantize_in_rounds_measures_each_gemm_on_top_of_those_already_w8a8():
     sizes = {g: 1 for g in model.alone}
     floating, cost = quantize_in_rounds(model, sizes, 0.25, log=lambda _: None)
     assert model.runs == 8 + 1 + 4 + 1  # two rounds: each still-float GEMM once, then the round's W8A8 set
+    assert model.settled == set(sizes) - set(floating)
     # Round 1 makes the four cheapest W8A8 (a, c, d, e); round 2 finds b now costs 0.505 (a is W8A8) and keeps
     # it float with h, the costliest; a choice by each GEMM alone would keep g and h and pay the 0.5.
     assert floating == ["b", "h"]
     assert cost["b"] == pytest.approx(0.505) and cost["a"] == pytest.approx(0.001)
-    assert model.run([g for g in sizes if g not in floating]) < 0.1
-    assert quantize_in_rounds(model, sizes, 1.0, log=lambda _: None)[0] == list(sizes)  # all may stay float
-    assert quantize_in_rounds(model, sizes, 0.0, log=lambda _: None)[0] == []
+    assert model.run([]) < 0.1
+    assert quantize_in_rounds(_Additive(), sizes, 1.0, log=lambda _: None)[0] == list(sizes)  # all may stay float
+    assert quantize_in_rounds(_Additive(), sizes, 0.0, log=lambda _: None)[0] == []
 
 
 @pytest.fixture(scope="module")
