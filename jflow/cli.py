@@ -124,9 +124,9 @@ def onnx_command(ctx, model, legacy_model, out, precision, max_batch, max_contex
 @click.option("--keep-float", default=",".join(QuantRecipe.keep_float), show_default=True,
               help="int8: LLM GEMMs left float, by role, comma-separated: down (the MLP down projections: their "
                    "input silu(gate)*up is too heavy-tailed for one int8 scale), o (attention output projections), "
-                   "or none; or GEMM names as the manifest lists them (layers.3.down, lm_head); or measured: "
-                   "those most sensitive to W8A8 (KL of the next-token distributions) within --float-budget. The static forms only (the portable one, TensorRT's; llm_ort_step), and "
-                   "llm_ort with --ort-int8 static.")
+                   "or none; or GEMM names as the manifest lists them (layers.3.down, lm_head); or measured: those "
+                   "most sensitive to W8A8 (KL of the next-token distributions) within --float-budget. The static "
+                   "forms only (the portable one, TensorRT's; llm_ort_step), and llm_ort with --ort-int8 static.")
 @click.option("--float-budget", default=QuantRecipe.float_budget, show_default=True, type=click.FloatRange(0, 1),
               help="int8, --keep-float measured: the most of the LLM's GEMM weights the float GEMMs may hold.")
 @click.option("--ort-int8", type=click.Choice(ORT_INT8), default=QuantRecipe.ort_int8, show_default=True,

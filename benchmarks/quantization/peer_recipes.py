@@ -72,9 +72,10 @@ def genai_bytes(model_dir: Path) -> dict:
             "tensor_bytes": onnx_tensor_bytes(files[0])}  # the same count as ours, as a cross-check
 
 
-def ours_bytes(artifact: Path) -> dict:
+def ours_bytes(artifact: Path, graph: str | None = None) -> dict:
+    """The tensors of the LLM graph scored (default: llm_ort where the artifact has it), and the embedding table."""
     manifest = json.loads((artifact / "manifest.json").read_text(encoding="utf-8"))
-    graph = "llm_ort" if "llm_ort" in manifest["graphs"] else "llm"
+    graph = graph or ("llm_ort" if "llm_ort" in manifest["graphs"] else "llm")
     embed = artifact / "embeddings" / "embed_tokens.npy"
     return {"llm_bytes": onnx_tensor_bytes(artifact / manifest["graphs"][graph]["file"]), "llm_graph": graph,
             "embedding_table_bytes": embed.stat().st_size if embed.is_file() else None,
@@ -164,7 +165,7 @@ def run_ours(ours: dict[str, Path], targets: np.ndarray, ids: list[int], portabl
 
     rows, ref = score_side(list(ours), logprobs_of, targets)
     for name, row in rows.items():
-        row.update(artifact=str(ours[name]), llm_form="llm" if name in portable else "llm_ort", **ours_bytes(ours[name]))
+        row.update(artifact=str(ours[name]), **ours_bytes(ours[name], "llm" if name in portable else None))
     add_size_ratios(rows)
     return {"reference": next(iter(ours)), "runs": "jflow Pipeline, the LLM's ORT form (llm_form: llm, the portable "
                                                    "form, where named by --portable), one decode step a token",

@@ -28,11 +28,8 @@ from jflow.calibration.recipe import QuantRecipe
 # The shipped recipe with a small calibration set (speed does not depend on it); each precision replaces int8.
 RECIPE = QuantRecipe("int8", samples=2, steps=6)
 # The shipped recipes and the ones they replaced: int8's ORT LLM form split (the default), block-wise (MatMulNBits
-# 8-bit) or static W8A8 QDQ, the static forms' float GEMMs measured (the default) or down and o by role ("-rule");
-# int4 with the measured int8 GEMMs (1.3x bytes) or plain.
+# 8-bit) or static W8A8 QDQ; int4 with the measured int8 GEMMs (1.3x bytes) or plain.
 VARIANTS = {"int8-static": {"ort_int8": "static"}, "int8": {"ort_int8": "blockwise"}, "int8-split": {},
-            "int8-static-rule": {"ort_int8": "static", "keep_float": ("down", "o")},
-            "int8-split-rule": {"keep_float": ("down", "o")},
             "int4": {"precision": "int4"}, "int4-plain": {"precision": "int4", "int8_budget": 1.0}}
 
 

@@ -48,13 +48,15 @@ def open_graph(source: Path, name: str, keep_float=(), exclude=(), known: dict |
     if llm:
         gemm_as_matmul(model, tensors)  # lm_head: so ONNX Runtime fuses its weight-only int8 (MatMulNBits)
         pack_siblings(model, tensors)  # quantize the packed graph (see pack_siblings)
-    kept = [n for role in keep_float for n in FLOAT_GEMMS[role](model)] if llm else []
-    if llm and float_gemms:
-        kept += [node for node, gemm in gemm_names(model).items() if gemm in set(float_gemms)]
-    # lm_head (the GEMM making the logits) reads one row per call, the last position's: quantizing that row buys
-    # no time, and its input (the final norm's output, a graph output too, so not smoothable) has outliers one
-    # static scale cannot hold: on the real weights W8A8 cost a KL of 0.034, its weight alone int8 0.001.
-    weight_only = [n.name for n in model.graph.node if llm and "logits" in n.output and n.name not in kept]
+    kept, weight_only = [], []
+    if llm:
+        named = set(float_gemms)
+        kept = [n for role in keep_float for n in FLOAT_GEMMS[role](model)]
+        kept += [node for node, gemm in gemm_names(model).items() if gemm in named] if named else []
+        # lm_head (the GEMM making the logits) reads one row per call, the last position's: quantizing that row
+        # buys no time, and its input (the final norm's output, a graph output too, so not smoothable) has outliers
+        # one static scale cannot hold: on the real weights W8A8 cost a KL of 0.034, its weight alone int8 0.001.
+        weight_only = [n.name for n in model.graph.node if "logits" in n.output and n.name not in kept]
     skip = set(time_only_nodes(model, TIME_INPUTS.get(name, ()))) | set(activation_products(model)) | set(kept) \
         | set(exclude)
     constant = set(tensors.readers)

@@ -200,6 +200,14 @@ def weight_only(model, tensors: Tensors, target: Path, formats: dict[str, str], 
     return writer.shared_bytes
 
 
+def int8_round_trip(weight: np.ndarray, axis: int = 1) -> np.ndarray:
+    """`weight` through the per-channel symmetric int8 grid write_int8 writes, back to float32."""
+    scale = channel_scales(weight, axis)
+    shape = [1] * weight.ndim
+    shape[axis] = -1
+    return quantize_channels(weight, axis, scale).astype(np.float32) * scale.reshape(shape)
+
+
 def int4_round_trip(weight: np.ndarray, block_size: int) -> np.ndarray:
     """`weight` [K, N] through the int4 grid quantize writes, back to float32: onnxruntime's symmetric kernel
     (quantize_qdq_matmul_4bits) in numpy, 4x faster than running it and unpacking its nibbles. Per block of

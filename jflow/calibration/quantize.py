@@ -46,6 +46,8 @@ from jflow.errors import InputError
 from jflow.fsutil import check_new_dir, partial_prefix, staged_dir
 
 STATIC = ("siglip", "llm", "llm_ort", "gen_encoder", "gen_decoder")
+
+
 def plan(precision: str) -> dict[str, str]:
     """Graph -> its precision in the quantized artifact."""
     out = {g: "int8" for g in STATIC}
@@ -74,8 +76,7 @@ def quantize_artifact(src: str | Path, out: str | Path, recipe: QuantRecipe | st
     if linked:  # onnx refuses to read such weights (a guard against hard-link attacks), mid-way through
         raise InputError(f"{src}/{linked[0]} has other hard links ({len(linked)} file(s) in all); onnx will not "
                          "read weights from hard-linked files: quantize a real copy (cp -r, not cp -al or ln)")
-    roles = tuple(k for k in keep_float or () if k in ROLES)  # --keep-float by role; the rest names GEMMs
-    named = tuple(k for k in keep_float or () if k not in ROLES)
+    named = recipe.float_names  # --keep-float GEMM names (beside roles)
     if (precision == "int4" and recipe.int8_gemms) or (precision == "int8" and named):
         from jflow.calibration.sensitivity import check_gemm_names
         check_gemm_names(m, *((recipe.int8_gemms, "--int8-gemms") if precision == "int4" else (named, "--keep-float")))
@@ -137,9 +138,9 @@ def quantize_artifact(src: str | Path, out: str | Path, recipe: QuantRecipe | st
             if awq:
                 mixed["awq"] = {"gemms": len(awq), "tokens": "as the sensitivity", "grid": "a in 0, 0.1, ..., 0.9",
                                 "alpha": {g: a for g, (_, a) in awq.items()}}
-            data = quantization_manifest(m, recipe, targets, cset, folder, smoothing,
-                             {**(measured or ({"gemms": list(named), "chosen_by": "--keep-float"} if named else {})),
-                              "roles": [ROLES[r] for r in roles], "count": float_gemms}, mixed)
+            chosen = measured or ({"gemms": list(named), "chosen_by": "--keep-float"} if named else {})
+            float_record = {**chosen, "roles": [ROLES[r] for r in recipe.float_roles], "count": float_gemms}
+            data = quantization_manifest(m, recipe, targets, cset, folder, smoothing, float_record, mixed)
             begun = time.perf_counter()
             _measure(ArtifactWriter(tmp), data, log)  # drafts the manifest, verifies the draft, writes it once
             log(f"  verified against fp32 in {time.perf_counter() - begun:5.1f}s")
@@ -276,8 +277,7 @@ def quantize_graph_int8(m: Manifest, name: str, target: Path, samples: Path, rec
     recipe's keep_float names LLM GEMM roles left float (llm_graph.FLOAT_GEMMS, found from the wiring),
     `float_gemms` GEMMs by name (llm_graph.gemm_names; float_choice's measured choice), its exclude node names.
     `shared`: a graph file whose equal weights are referenced. Returns how many LLM GEMMs were left float."""
-    method, exclude = recipe.method, recipe.exclude
-    keep_float = tuple(k for k in recipe.keep_float or () if k in ROLES)  # (GEMM names come as float_gemms)
+    method, exclude, keep_float = recipe.method, recipe.exclude, recipe.float_roles  # (names: float_gemms)
     # the calibrated LLM form's statistics taken in the calibration run (minmax), else its recorded samples
     observed = load_observed(samples.parent, samples.name) if name in LLM_FORMS and method == "minmax" else None
     if observed is None and not any(samples.glob("*.npz")):
@@ -305,7 +305,8 @@ def quantize_graph_int8(m: Manifest, name: str, target: Path, samples: Path, rec
         ranges = graph_ranges(graph, samples, method)
     check_ranges(ranges, graph)
     scales = {t: activation_scale(lo, hi) for t, (lo, hi) in ranges.items()}
-    saved = write_int8(graph.model, graph.tensors, target, graph.gemms, scales, shared=shared, weight_only=graph.weight_only)
+    saved = write_int8(graph.model, graph.tensors, target, graph.gemms, scales, shared=shared,
+                       weight_only=graph.weight_only)
     if report is not None:
         report["shared"] = saved
     return len(graph.kept)

@@ -100,6 +100,17 @@ class QuantRecipe:
         if self.int8_gemms is not None:
             object.__setattr__(self, "int8_gemms", tuple(self.int8_gemms))
 
+    @property
+    def float_roles(self) -> tuple[str, ...]:
+        """keep_float's roles (llm_graph.FLOAT_GEMMS)."""
+        from jflow.calibration.llm_graph import FLOAT_GEMMS
+        return tuple(k for k in self.keep_float or () if k in FLOAT_GEMMS)
+
+    @property
+    def float_names(self) -> tuple[str, ...]:
+        """keep_float's GEMM names (llm_graph.gemm_names)."""
+        return tuple(k for k in self.keep_float or () if k not in self.float_roles)
+
     @classmethod
     def of(cls, recipe: QuantRecipe | str, **settings) -> QuantRecipe:
         """`recipe` with `settings` (field=value) applied; a precision string starts from the defaults."""
